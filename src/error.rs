@@ -1,0 +1,222 @@
+//! The one error type of the crate, [`Error`], and its [`Result`] alias.
+//!
+//! Every variant carries the values a user needs to see what went wrong: the variable path first, then the
+//! shapes, dtypes or versions that clashed, as named fields. Messages are lowercase with no final period.
+
+use std::path::PathBuf;
+
+use crate::dtype::DType;
+use crate::tensor::Shape;
+
+/// Every error purestate returns.
+///
+/// Variants name the variable path (`path`) or the operation (`op`) involved, then the values that clashed.
+/// Match on variants, never on messages.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A dtype name that is not one of the Keras dtype names.
+    #[error("unknown dtype `{name}`, expected one of {allowed}")]
+    InvalidDType {
+        /// The name that was given.
+        name: String,
+        /// The accepted names, comma separated.
+        allowed: &'static str,
+    },
+    /// A string option (aggregation, synchronization, ...) outside its allowed values.
+    #[error("invalid {option} `{got}`, expected one of {allowed}")]
+    InvalidOption {
+        /// The option's name, for example `aggregation`.
+        option: &'static str,
+        /// The value that was given.
+        got: String,
+        /// The accepted values, comma separated.
+        allowed: &'static str,
+    },
+    /// A value whose shape is not the variable's (or not the one expected).
+    #[error("`{path}`: shape mismatch, expected {expected}, got {got}")]
+    ShapeMismatch {
+        /// Variable path (or operation name).
+        path: String,
+        /// The shape required.
+        expected: Shape,
+        /// The shape given.
+        got: Shape,
+    },
+    /// A tensor of one dtype where another was required.
+    #[error("`{path}`: dtype mismatch, expected {expected}, got {got}")]
+    DTypeMismatch {
+        /// Variable path (or operation name).
+        path: String,
+        /// The dtype required.
+        expected: DType,
+        /// The dtype given.
+        got: DType,
+    },
+    /// A handle created by a store of another lineage.
+    #[error("`{path}`: variable belongs to another store lineage")]
+    ForeignVariable {
+        /// Path of the foreign variable.
+        path: String,
+    },
+    /// A handle whose variable is not in this store: it was removed, or created on another branch.
+    #[error("`{path}`: variable is not in this store (removed, or created on another branch)")]
+    StaleVariable {
+        /// Path of the missing variable.
+        path: String,
+    },
+    /// No variable with this path exists in the store.
+    #[error("`{path}`: no such variable")]
+    UnknownPath {
+        /// The path looked up.
+        path: String,
+    },
+    /// Two variables with the same path in one store.
+    #[error("`{path}`: a variable with this path already exists")]
+    DuplicatePath {
+        /// The clashing path.
+        path: String,
+    },
+    /// A variable name or name scope that Keras would refuse.
+    #[error("invalid variable name `{name}`: {reason}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A variable spec that cannot be built, for example a callable initializer without a shape.
+    #[error("`{path}`: invalid variable spec: {reason}")]
+    InvalidSpec {
+        /// Path the variable would have had.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An operation that does not accept this dtype.
+    #[error("{op}: unsupported dtype {dtype}")]
+    UnsupportedDType {
+        /// The operation.
+        op: &'static str,
+        /// The refused dtype.
+        dtype: DType,
+    },
+    /// Two shapes that do not broadcast together.
+    #[error("{op}: shapes {lhs} and {rhs} do not broadcast")]
+    Broadcast {
+        /// The operation.
+        op: &'static str,
+        /// Left operand's shape.
+        lhs: Shape,
+        /// Right operand's shape.
+        rhs: Shape,
+    },
+    /// A shape that an operation cannot accept (bad reshape, matmul inner dimensions, axis out of range).
+    #[error("{op}: invalid shape {shape}: {reason}")]
+    InvalidShape {
+        /// The operation.
+        op: &'static str,
+        /// The offending shape.
+        shape: Shape,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// An index or axis outside its range.
+    #[error("{op}: index {index} is out of range for axis {axis} of size {size}")]
+    IndexOutOfRange {
+        /// The operation.
+        op: &'static str,
+        /// The index given.
+        index: i64,
+        /// The axis indexed.
+        axis: usize,
+        /// That axis' length.
+        size: usize,
+    },
+    /// A conversion to a Rust scalar of a tensor that is not 0-d.
+    #[error("{op}: only a 0-d tensor converts to a scalar, got shape {shape}")]
+    NotScalar {
+        /// The conversion (`to_bool`, `to_f64`, `to_i64`).
+        op: &'static str,
+        /// The tensor's shape.
+        shape: Shape,
+    },
+    /// Integer division or remainder by zero.
+    #[error("{op}: integer division by zero ({dtype})")]
+    DivisionByZero {
+        /// The operation.
+        op: &'static str,
+        /// The integer dtype.
+        dtype: DType,
+    },
+    /// An argument outside its domain (a negative standard deviation, an empty split, ...).
+    #[error("{op}: invalid argument `{arg}`: {reason}")]
+    InvalidArgument {
+        /// The function.
+        op: &'static str,
+        /// The argument's name.
+        arg: &'static str,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A commit whose base version is not the trainer's head (optimistic concurrency).
+    #[error("commit conflict: the state derives from {}, but the head is version {head}", fmt_base(.base))]
+    Conflict {
+        /// The trainer's head.
+        head: u64,
+        /// The committed version the refused state derives from (`None`: never committed).
+        base: Option<u64>,
+    },
+    /// A version number the trainer never issued.
+    #[error("unknown version {version}")]
+    UnknownVersion {
+        /// The version asked for.
+        version: u64,
+    },
+    /// A version the retention policy has pruned.
+    #[error("version {version} was pruned by the retention policy")]
+    Pruned {
+        /// The version asked for.
+        version: u64,
+    },
+    /// A tag that names no version.
+    #[error("unknown tag `{tag}`")]
+    UnknownTag {
+        /// The tag asked for.
+        tag: String,
+    },
+    /// A state with a non-finite value refused by the trainer's divergence guard.
+    #[error("`{path}`: non-finite value in a state derived from {}", fmt_base(.base))]
+    NonFinite {
+        /// The first variable holding a NaN or an infinity.
+        path: String,
+        /// The version the refused state derives from.
+        base: Option<u64>,
+    },
+    /// A file system error, with the file involved.
+    #[error("{}: {source}", .file.display())]
+    Io {
+        /// The file read or written.
+        file: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A file that is not a valid checkpoint (truncated, corrupted, foreign).
+    #[error("{}: corrupt checkpoint: {reason}", .file.display())]
+    Corrupt {
+        /// The file read.
+        file: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn fmt_base(base: &Option<u64>) -> String {
+    match base {
+        Some(v) => format!("version {v}"),
+        None => "no committed version".to_string(),
+    }
+}
+
+/// `Result` with purestate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
