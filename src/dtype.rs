@@ -40,8 +40,7 @@ pub enum DType {
     Float64,
 }
 
-const ALLOWED_NAMES: &str =
-    "bool, int8, int16, int32, int64, uint8, uint16, uint32, uint64, float16, bfloat16, \
+const ALLOWED_NAMES: &str = "bool, int8, int16, int32, int64, uint8, uint16, uint32, uint64, float16, bfloat16, \
                              float32, float64";
 
 impl DType {
@@ -93,10 +92,7 @@ impl DType {
 
     /// True for float16, bfloat16, float32 and float64.
     pub const fn is_float(self) -> bool {
-        matches!(
-            self,
-            DType::Float16 | DType::Bfloat16 | DType::Float32 | DType::Float64
-        )
+        matches!(self, DType::Float16 | DType::Bfloat16 | DType::Float32 | DType::Float64)
     }
 
     /// True for the signed and unsigned integer dtypes (not `bool`).
@@ -106,18 +102,12 @@ impl DType {
 
     /// True for int8..int64.
     pub const fn is_signed_integer(self) -> bool {
-        matches!(
-            self,
-            DType::Int8 | DType::Int16 | DType::Int32 | DType::Int64
-        )
+        matches!(self, DType::Int8 | DType::Int16 | DType::Int32 | DType::Int64)
     }
 
     /// True for uint8..uint64.
     pub const fn is_unsigned_integer(self) -> bool {
-        matches!(
-            self,
-            DType::Uint8 | DType::Uint16 | DType::Uint32 | DType::Uint64
-        )
+        matches!(self, DType::Uint8 | DType::Uint16 | DType::Uint32 | DType::Uint64)
     }
 
     /// True for `bool`.
@@ -140,10 +130,7 @@ impl FromStr for DType {
         DType::ALL
             .into_iter()
             .find(|d| d.name() == name)
-            .ok_or_else(|| Error::InvalidDType {
-                name: name.to_string(),
-                allowed: ALLOWED_NAMES,
-            })
+            .ok_or_else(|| Error::InvalidDType { name: name.to_string(), allowed: ALLOWED_NAMES })
     }
 }
 
@@ -208,10 +195,7 @@ const LATTICE: [(Node, &[Node]); 15] = {
 };
 
 fn node_index(node: Node) -> usize {
-    LATTICE
-        .iter()
-        .position(|(n, _)| *n == node)
-        .expect("every node is in the lattice")
+    LATTICE.iter().position(|(n, _)| *n == node).expect("every node is in the lattice")
 }
 
 /// Bit set (over lattice indices) of `node` and everything above it.
@@ -276,28 +260,12 @@ pub fn result_type_weak(operands: &[Operand], floatx: DType) -> (DType, bool) {
     } else if !all_weak && parts.iter().all(|p| p.0 == parts[0].0) {
         (parts[0].0, false)
     } else if all_weak {
-        let nodes: Vec<Node> = parts
-            .iter()
-            .map(|&(n, _)| {
-                if let Node::D(d) = n {
-                    respect_weak(d, false)
-                } else {
-                    n
-                }
-            })
-            .collect();
+        let nodes: Vec<Node> =
+            parts.iter().map(|&(n, _)| if let Node::D(d) = n { respect_weak(d, false) } else { n }).collect();
         (least_upper_bound(&nodes), true)
     } else {
-        let nodes: Vec<Node> = parts
-            .iter()
-            .map(|&(n, w)| {
-                if let Node::D(d) = n {
-                    respect_weak(d, w)
-                } else {
-                    n
-                }
-            })
-            .collect();
+        let nodes: Vec<Node> =
+            parts.iter().map(|&(n, w)| if let Node::D(d) = n { respect_weak(d, w) } else { n }).collect();
         let lub = least_upper_bound(&nodes);
         (lub, matches!(lub, Node::WeakInt | Node::WeakFloat))
     };
@@ -398,14 +366,8 @@ mod tests {
         assert_eq!(f(Uint8, Operand::Int), Uint8);
         assert_eq!(f(Bool, Operand::Int), Int32);
         assert_eq!(f(Bool, Operand::Float), Float32);
-        assert_eq!(
-            result_type(&[Int32.into(), Operand::Float], Float16),
-            Float16
-        );
-        assert_eq!(
-            result_type(&[Operand::Int, Operand::Float], Float32),
-            Float32
-        );
+        assert_eq!(result_type(&[Int32.into(), Operand::Float], Float16), Float16);
+        assert_eq!(result_type(&[Operand::Int, Operand::Float], Float32), Float32);
         assert_eq!(result_type(&[Operand::Int, Operand::Int], Float64), Int64);
     }
 }

@@ -39,10 +39,7 @@ where
 }
 
 /// True when `pred` holds for every element (short-circuits per chunk).
-pub fn all<A: Copy + Send + Sync>(
-    a: &ArcArray<A, IxDyn>,
-    pred: impl Fn(A) -> bool + Sync + Send,
-) -> bool {
+pub fn all<A: Copy + Send + Sync>(a: &ArcArray<A, IxDyn>, pred: impl Fn(A) -> bool + Sync + Send) -> bool {
     match a.as_slice() {
         Some(s) if s.len() >= THRESHOLD => s.par_chunks(CHUNK).all(|c| c.iter().all(|&x| pred(x))),
         Some(s) => s.iter().all(|&x| pred(x)),

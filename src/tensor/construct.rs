@@ -53,21 +53,16 @@ impl Tensor {
                 got: Shape::from([data.len()]),
             });
         }
-        let array =
-            Array::from_shape_vec(IxDyn(shape.dims()), data).map_err(|_| Error::InvalidShape {
-                op: "Tensor::from_shape_vec",
-                shape: shape.clone(),
-                reason: "ndarray refused the shape".into(),
-            })?;
+        let array = Array::from_shape_vec(IxDyn(shape.dims()), data).map_err(|_| Error::InvalidShape {
+            op: "Tensor::from_shape_vec",
+            shape: shape.clone(),
+            reason: "ndarray refused the shape".into(),
+        })?;
         Ok(Tensor::from_ndarray(array.into_shared()))
     }
 
     /// A tensor of `shape` and `dtype` whose elements are `f(flat_index)` cast to `dtype`.
-    pub fn from_fn(
-        shape: impl Into<Shape>,
-        dtype: DType,
-        mut f: impl FnMut(usize) -> f64,
-    ) -> Tensor {
+    pub fn from_fn(shape: impl Into<Shape>, dtype: DType, mut f: impl FnMut(usize) -> f64) -> Tensor {
         let shape = shape.into();
         with_dtype!(dtype, T => {
             let data: Vec<T> = (0..shape.size()).map(|i| T::from_f64(f(i))).collect();
@@ -135,21 +130,7 @@ macro_rules! scalar_from {
         }
     )*};
 }
-scalar_from!(
-    bool,
-    i8,
-    i16,
-    i32,
-    i64,
-    u8,
-    u16,
-    u32,
-    u64,
-    half::f16,
-    half::bf16,
-    f32,
-    f64
-);
+scalar_from!(bool, i8, i16, i32, i64, u8, u16, u32, u64, half::f16, half::bf16, f32, f64);
 
 #[cfg(test)]
 mod tests {
@@ -162,10 +143,7 @@ mod tests {
         assert_eq!(t.dtype(), DType::Bfloat16);
         assert_eq!(Tensor::from(3i32).ndim(), 0);
         assert_eq!(Tensor::from([1u8, 2]).dtype(), DType::Uint8);
-        assert_eq!(
-            Tensor::ones([2], DType::Bool).to_vec::<bool>().unwrap(),
-            vec![true, true]
-        );
+        assert_eq!(Tensor::ones([2], DType::Bool).to_vec::<bool>().unwrap(), vec![true, true]);
         let err = Tensor::from_shape_vec([2, 2], vec![1.0f32; 3]).unwrap_err();
         assert!(matches!(err, Error::ShapeMismatch { .. }));
     }
@@ -174,14 +152,7 @@ mod tests {
     fn wrong_element_type_is_an_error() {
         let t = Tensor::from([1.0f32]);
         let err = t.to_array::<i32>().unwrap_err();
-        assert!(matches!(
-            err,
-            Error::DTypeMismatch {
-                expected: DType::Float32,
-                got: DType::Int32,
-                ..
-            }
-        ));
+        assert!(matches!(err, Error::DTypeMismatch { expected: DType::Float32, got: DType::Int32, .. }));
     }
 
     #[test]

@@ -33,11 +33,7 @@ fn write_axis<T: Element>(out: &mut String, view: &ndarray::ArrayViewD<'_, T>, s
         first = false;
     };
     let indices: Vec<Option<usize>> = if summarize && len > 2 * EDGE_ITEMS {
-        (0..EDGE_ITEMS)
-            .map(Some)
-            .chain([None])
-            .chain((len - EDGE_ITEMS..len).map(Some))
-            .collect()
+        (0..EDGE_ITEMS).map(Some).chain([None]).chain((len - EDGE_ITEMS..len).map(Some)).collect()
     } else {
         (0..len).map(Some).collect()
     };
@@ -74,13 +70,7 @@ fn format_elem<T: Element>(x: T) -> String {
 impl fmt::Display for Tensor {
     /// `tensor(shape=(2, 2), dtype=float32, values=[[1.0, 2.0], [3.0, 4.0]])`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "tensor(shape={}, dtype={}, values={})",
-            self.shape(),
-            self.dtype(),
-            self.values_string()
-        )
+        write!(f, "tensor(shape={}, dtype={}, values={})", self.shape(), self.dtype(), self.values_string())
     }
 }
 
@@ -91,10 +81,7 @@ mod tests {
     #[test]
     fn prints_shape_dtype_and_values() {
         let t = Tensor::from([[1.0f32, 2.5], [3.0, 4.0]]);
-        assert_eq!(
-            t.to_string(),
-            "tensor(shape=(2, 2), dtype=float32, values=[[1.0, 2.5], [3.0, 4.0]])"
-        );
+        assert_eq!(t.to_string(), "tensor(shape=(2, 2), dtype=float32, values=[[1.0, 2.5], [3.0, 4.0]])");
         assert_eq!(Tensor::from(true).values_string(), "true");
     }
 

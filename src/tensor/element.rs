@@ -186,10 +186,7 @@ mod tests {
     #[test]
     fn bytes_round_trip() {
         assert_eq!(f32::from_le_slice(&1.5f32.to_le_bytes()), 1.5);
-        assert_eq!(
-            bf16::from_le_slice(&bf16::from_f32(2.0).to_le_bytes()),
-            bf16::from_f32(2.0)
-        );
+        assert_eq!(bf16::from_le_slice(&bf16::from_f32(2.0).to_le_bytes()), bf16::from_f32(2.0));
         assert!(bool::from_le_slice(&true.to_le_bytes()));
     }
 }

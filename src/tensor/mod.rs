@@ -172,9 +172,7 @@ impl Tensor {
 
     /// Wraps an `ndarray` array of any dimensionality (O(1) for an `ArcArray` or an owned array).
     pub fn from_ndarray<T: Element, D: ndarray::Dimension>(array: ArcArray<T, D>) -> Self {
-        Tensor {
-            data: T::wrap(array.into_dyn()),
-        }
+        Tensor { data: T::wrap(array.into_dyn()) }
     }
 
     /// The typed data.
@@ -238,8 +236,7 @@ impl Tensor {
         self.dtype() == other.dtype()
             && self.as_ptr() == other.as_ptr()
             && self.dims() == other.dims()
-            && with_array!(&self.data, a => a.strides())
-                == with_array!(&other.data, b => b.strides())
+            && with_array!(&self.data, a => a.strides()) == with_array!(&other.data, b => b.strides())
     }
 
     /// The shared array when the dtype is `T`'s.
@@ -406,11 +403,7 @@ impl Tensor {
     }
 
     fn dtype_error<T: Element>(&self) -> Error {
-        Error::DTypeMismatch {
-            path: "tensor".into(),
-            expected: self.dtype(),
-            got: T::DTYPE,
-        }
+        Error::DTypeMismatch { path: "tensor".into(), expected: self.dtype(), got: T::DTYPE }
     }
 }
 
