@@ -1,1 +1,7 @@
+//! purestate's integration tests: one binary, one module per concern.
 
+mod props;
+mod scope;
+mod store;
+mod tidy;
+mod trainer;

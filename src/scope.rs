@@ -1,0 +1,173 @@
+//! [`Scope`]: Keras's `StatelessScope` — reads through overriding values, read-your-writes assignment,
+//! autocast on read, collected losses — over a store that it never changes.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::store::StateStore;
+use crate::tensor::Tensor;
+use crate::variable::Variable;
+
+/// A functional view of a store for the length of one step.
+///
+/// Reads return, in order: the value the scope assigned, the overriding value given at construction
+/// (Keras's `state_mapping`), the store's value; float variables whose spec has `autocast` are then cast to
+/// the scope's compute dtype, if it has one (Keras's `AutocastScope`). Assignments go into the scope's own
+/// copy of the store (an O(1) snapshot), so the store the scope was built from never changes.
+///
+/// # Examples
+/// ```
+/// use purestate::{init, Scope, StateStore, Tensor, VariableSpec, DType};
+/// let mut state = StateStore::new();
+/// let w = state.create(VariableSpec::new(init::Ones).shape([2]).name("w"))?;
+/// let mut scope = Scope::new(&state).with_autocast(DType::Float16);
+/// assert_eq!(scope.get(&w)?.dtype(), DType::Float16); // read in the compute dtype
+/// scope.assign(&w, Tensor::from([3.0f32, 4.0]))?;
+/// assert_eq!(scope.get(&w)?.to_f64_vec(), [3.0, 4.0]); // read-your-writes
+/// let (next, losses) = scope.finish();
+/// assert_eq!(next.get(&w)?.to_vec::<f32>()?, [3.0, 4.0]);
+/// assert_eq!(state.get(&w)?.to_vec::<f32>()?, [1.0, 1.0]); // the base store is unchanged
+/// assert!(losses.is_empty());
+/// # Ok::<(), purestate::Error>(())
+/// ```
+pub struct Scope {
+    current: StateStore,
+    overrides: HashMap<Variable, Tensor>,
+    autocast: Option<DType>,
+    losses: Vec<Tensor>,
+}
+
+impl Scope {
+    /// A scope over a snapshot of `state` (O(1)).
+    pub fn new(state: &StateStore) -> Scope {
+        Scope { current: state.clone(), overrides: HashMap::new(), autocast: None, losses: Vec::new() }
+    }
+
+    /// A scope whose reads of the given variables return the given values instead of the store's (Keras:
+    /// `StatelessScope(state_mapping=...)`). Each value is cast to its variable's dtype.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] when a value's shape is not its variable's; [`Error::ForeignVariable`],
+    /// [`Error::StaleVariable`] for a variable the store does not hold.
+    pub fn with_values(state: &StateStore, values: impl IntoIterator<Item = (Variable, Tensor)>) -> Result<Scope> {
+        let mut scope = Scope::new(state);
+        for (var, value) in values {
+            state.get(&var)?;
+            if value.dims() != var.shape().dims() {
+                return Err(Error::ShapeMismatch {
+                    path: var.path().into(),
+                    expected: var.shape().clone(),
+                    got: value.shape(),
+                });
+            }
+            let value = value.cast(var.dtype());
+            scope.overrides.insert(var, value);
+        }
+        Ok(scope)
+    }
+
+    /// The same scope, reading float variables that have `autocast` in `dtype` (Keras's `AutocastScope`).
+    /// Non-float variables and variables created with `autocast(false)` are never cast.
+    pub fn with_autocast(mut self, dtype: DType) -> Scope {
+        self.autocast = dtype.is_float().then_some(dtype);
+        self
+    }
+
+    /// The compute dtype float variables are read in, if any.
+    pub fn autocast(&self) -> Option<DType> {
+        self.autocast
+    }
+
+    /// The store as the scope sees it, without overrides or autocast.
+    pub fn state(&self) -> &StateStore {
+        &self.current
+    }
+
+    /// The variable's current value in this scope (see the type's docs for the order of lookup).
+    ///
+    /// # Errors
+    /// [`Error::ForeignVariable`], [`Error::StaleVariable`].
+    pub fn get(&self, var: &Variable) -> Result<Tensor> {
+        let value = match self.overrides.get(var) {
+            Some(value) => {
+                self.current.get(var)?;
+                value.clone()
+            }
+            None => self.current.get(var)?,
+        };
+        Ok(self.autocast_value(var, value))
+    }
+
+    /// Assigns a value in this scope (cast to the variable's dtype). Later reads in the scope see it, and
+    /// [`finish`](Self::finish) returns a store holding it.
+    ///
+    /// # Errors
+    /// As [`StateStore::assign`].
+    pub fn assign(&mut self, var: &Variable, value: impl Into<Tensor>) -> Result<()> {
+        self.current.assign(var, value)?;
+        self.overrides.remove(var);
+        Ok(())
+    }
+
+    /// Adds to the variable's value in this scope, as [`StateStore::assign_add`].
+    ///
+    /// # Errors
+    /// As [`StateStore::assign_add`].
+    pub fn assign_add(&mut self, var: &Variable, value: impl Into<Tensor>) -> Result<()> {
+        self.materialize_override(var)?;
+        self.current.assign_add(var, value)
+    }
+
+    /// Subtracts from the variable's value in this scope, as [`StateStore::assign_sub`].
+    ///
+    /// # Errors
+    /// As [`StateStore::assign_sub`].
+    pub fn assign_sub(&mut self, var: &Variable, value: impl Into<Tensor>) -> Result<()> {
+        self.materialize_override(var)?;
+        self.current.assign_sub(var, value)
+    }
+
+    /// Records a loss (Keras: `Layer.add_loss`); [`finish`](Self::finish) returns the losses in the order they
+    /// were added.
+    pub fn add_loss(&mut self, loss: Tensor) {
+        self.losses.push(loss);
+    }
+
+    /// The losses recorded so far.
+    pub fn losses(&self) -> &[Tensor] {
+        &self.losses
+    }
+
+    /// The store with the scope's assignments applied (overriding values are inputs, not assignments, and are
+    /// not written), and the collected losses.
+    pub fn finish(self) -> (StateStore, Vec<Tensor>) {
+        (self.current, self.losses)
+    }
+
+    fn materialize_override(&mut self, var: &Variable) -> Result<()> {
+        if let Some(value) = self.overrides.remove(var) {
+            self.current.assign(var, value)?;
+        }
+        Ok(())
+    }
+
+    fn autocast_value(&self, var: &Variable, value: Tensor) -> Tensor {
+        match self.autocast {
+            Some(dtype) if var.autocast() && var.dtype().is_float() && var.dtype() != dtype => value.cast(dtype),
+            _ => value,
+        }
+    }
+}
+
+impl fmt::Debug for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scope")
+            .field("variables", &self.current.len())
+            .field("overrides", &self.overrides.len())
+            .field("autocast", &self.autocast)
+            .field("losses", &self.losses.len())
+            .finish()
+    }
+}

@@ -1,0 +1,447 @@
+//! [`StateStore`]: the persistent map from variable handles to values and their settable attributes.
+//!
+//! Built on `imbl`'s persistent B-tree (`OrdMap`), keyed by variable keys that increase in creation order, so
+//! iteration is in creation order for free. `clone()` is O(1) and is the snapshot: a write to one copy copies
+//! the O(log n) tree nodes on its path and, only if another copy still shares it, the value's buffer.
+
+mod arith;
+mod diff;
+mod fingerprint;
+mod lineage;
+mod partition;
+
+use std::fmt;
+use std::sync::Arc;
+
+use imbl::{HashMap, OrdMap};
+
+pub use diff::{StoreDiff, ValueChange};
+pub use fingerprint::Fingerprint;
+pub use partition::VariableRef;
+
+pub(crate) use lineage::{Lineage, VarKey};
+
+use crate::constraint::Constraint;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::random::Key;
+use crate::regularizer::Regularizer;
+use crate::tensor::Tensor;
+use crate::variable::{Variable, VariableSpec};
+
+/// The attributes Keras lets you change after creation, versioned with the values.
+#[derive(Clone, Debug)]
+pub(crate) struct Meta {
+    pub(crate) trainable: bool,
+    pub(crate) overwrite_with_gradient: bool,
+    pub(crate) constraint: Option<Arc<dyn Constraint>>,
+    pub(crate) regularizer: Option<Arc<dyn Regularizer>>,
+}
+
+/// One variable in a store: its handle, value and settable attributes.
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    pub(crate) var: Variable,
+    pub(crate) value: Tensor,
+    pub(crate) meta: Meta,
+}
+
+/// Identity, not contents: two entries are equal when they hold the same buffer and the same attribute
+/// objects. This is what lets `diff` skip what two versions share without reading any value.
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.var == other.var && self.value.ptr_eq(&other.value) && self.meta.same_as(&other.meta)
+    }
+}
+
+impl Meta {
+    pub(crate) fn same_as(&self, other: &Meta) -> bool {
+        fn same<T: ?Sized>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+            match (a, b) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+        }
+        self.trainable == other.trainable
+            && self.overwrite_with_gradient == other.overwrite_with_gradient
+            && same(&self.constraint, &other.constraint)
+            && same(&self.regularizer, &other.regularizer)
+    }
+}
+
+/// An immutable, persistent map of variables: the whole training state as one value.
+///
+/// Clone is O(1) and is a snapshot: no later change to either copy is visible in the other. Reads and writes
+/// are O(log n) in the number of variables; a write copies a value's buffer only when another snapshot still
+/// shares it (otherwise it happens in place: ownership decides donation).
+///
+/// Every store remembers the committed version it derives from ([`base`](Self::base)), its default float
+/// dtype ([`floatx`](Self::floatx)) and the seed unseeded initializers draw from.
+///
+/// # Examples
+/// ```
+/// use purestate::{init, StateStore, Tensor, VariableSpec};
+/// let mut state = StateStore::new();
+/// let w = state.create(VariableSpec::new(init::Zeros).shape([2]).name("w"))?;
+/// let snapshot = state.clone(); // O(1)
+/// state.assign_add(&w, Tensor::from([1.0f32, 2.0]))?;
+/// assert_eq!(state.get(&w)?.to_vec::<f32>()?, [1.0, 2.0]);
+/// assert_eq!(snapshot.get(&w)?.to_vec::<f32>()?, [0.0, 0.0]);
+/// # Ok::<(), purestate::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct StateStore {
+    lineage: Arc<Lineage>,
+    base: Option<u64>,
+    floatx: DType,
+    seed: Key,
+    vars: OrdMap<VarKey, Entry>,
+    paths: HashMap<Arc<str>, VarKey>,
+    auto_names: usize,
+}
+
+impl Default for StateStore {
+    fn default() -> Self {
+        StateStore::new()
+    }
+}
+
+impl StateStore {
+    /// An empty store of a new lineage, with floatx float32 and seed 0.
+    pub fn new() -> Self {
+        StateStore {
+            lineage: Arc::new(Lineage::new()),
+            base: None,
+            floatx: DType::Float32,
+            seed: Key::new(0),
+            vars: OrdMap::new(),
+            paths: HashMap::new(),
+            auto_names: 0,
+        }
+    }
+
+    /// The same store with another default float dtype (Keras's `floatx`), used by initializers without an
+    /// explicit dtype and for weak results.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedDType`] for a non-float dtype.
+    pub fn with_floatx(mut self, floatx: DType) -> Result<Self> {
+        if !floatx.is_float() {
+            return Err(Error::UnsupportedDType { op: "floatx", dtype: floatx });
+        }
+        self.floatx = floatx;
+        Ok(self)
+    }
+
+    /// The same store with another seed for initializers that have no seed of their own.
+    pub fn with_seed(mut self, seed: Key) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// The default float dtype.
+    pub fn floatx(&self) -> DType {
+        self.floatx
+    }
+
+    /// The committed version this store derives from (`None` before its first commit).
+    pub fn base(&self) -> Option<u64> {
+        self.base
+    }
+
+    pub(crate) fn set_base(&mut self, base: Option<u64>) {
+        self.base = base;
+    }
+
+    /// Number of variables.
+    pub fn len(&self) -> usize {
+        self.vars.len()
+    }
+
+    /// True when the store holds no variable.
+    pub fn is_empty(&self) -> bool {
+        self.vars.is_empty()
+    }
+
+    /// True when both stores are the same snapshot: same lineage and the same tree (O(1); false does not
+    /// prove the contents differ).
+    pub fn ptr_eq(&self, other: &StateStore) -> bool {
+        Arc::ptr_eq(&self.lineage, &other.lineage) && self.vars.ptr_eq(&other.vars) && self.base == other.base
+    }
+
+    /// Creates a variable from `spec` and returns its handle.
+    ///
+    /// O(log n). Keras: `keras.Variable(initializer, shape, dtype, trainable, autocast, aggregation,
+    /// synchronization, name)`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] for a name with `/`; [`Error::DuplicatePath`] when the path exists;
+    /// [`Error::InvalidSpec`] for an initializer without a shape; [`Error::ShapeMismatch`] for a value whose
+    /// shape differs from the spec's; [`Error::InvalidDType`]/[`Error::InvalidOption`] for bad option strings;
+    /// whatever the initializer returns. On error the store is unchanged.
+    pub fn create(&mut self, spec: VariableSpec) -> Result<Variable> {
+        if let Some(path) = spec.requested_path() {
+            if self.paths.contains_key(path.as_str()) {
+                return Err(Error::DuplicatePath { path });
+            }
+        }
+        let meta = Meta {
+            trainable: spec.trainable,
+            overwrite_with_gradient: spec.overwrite_with_gradient,
+            constraint: spec.constraint.clone(),
+            regularizer: spec.regularizer.clone(),
+        };
+        let seed = self.seed;
+        let mut auto_names = self.auto_names;
+        let paths = &self.paths;
+        let taken = |path: &str| paths.contains_key(path);
+        let (info, value) = spec.resolve(self.floatx, &mut auto_names, taken, |path| path_key(seed, path))?;
+        if self.paths.contains_key(info.path.as_str()) {
+            return Err(Error::DuplicatePath { path: info.path });
+        }
+        let key = self.lineage.allocate();
+        self.auto_names = auto_names;
+        let var = Variable { key, lineage: self.lineage.clone(), info: Arc::new(info) };
+        self.paths.insert(Arc::from(var.path()), key);
+        self.vars.insert(key, Entry { var: var.clone(), value, meta });
+        Ok(var)
+    }
+
+    /// Removes a variable and returns its last value. Snapshots that hold it keep it. O(log n).
+    ///
+    /// # Errors
+    /// [`Error::ForeignVariable`], [`Error::StaleVariable`].
+    pub fn remove(&mut self, var: &Variable) -> Result<Tensor> {
+        self.check(var)?;
+        let entry = self.vars.remove(&var.key).ok_or_else(|| stale(var))?;
+        self.paths.remove(var.path());
+        Ok(entry.value)
+    }
+
+    /// The current value (Keras: `Variable.value`). O(log n); the tensor shares the store's buffer.
+    ///
+    /// # Errors
+    /// [`Error::ForeignVariable`] for a handle of another lineage; [`Error::StaleVariable`] for a removed one.
+    pub fn get(&self, var: &Variable) -> Result<Tensor> {
+        Ok(self.entry(var)?.value.clone())
+    }
+
+    /// True when the store holds `var` (same lineage, not removed).
+    pub fn contains(&self, var: &Variable) -> bool {
+        self.entry(var).is_ok()
+    }
+
+    /// Replaces the value (Keras: `Variable.assign`). The value is cast to the variable's dtype.
+    ///
+    /// O(log n) plus the cast.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] when `value`'s shape is not the variable's; [`Error::ForeignVariable`],
+    /// [`Error::StaleVariable`]. On error the store is unchanged.
+    pub fn assign(&mut self, var: &Variable, value: impl Into<Tensor>) -> Result<()> {
+        let value = value.into();
+        self.check(var)?;
+        if value.dims() != var.shape().dims() {
+            return Err(Error::ShapeMismatch {
+                path: var.path().into(),
+                expected: var.shape().clone(),
+                got: value.shape(),
+            });
+        }
+        let value = value.cast(var.dtype());
+        self.entry_mut(var)?.value = value;
+        Ok(())
+    }
+
+    /// Adds `value` to the current value (Keras: `Variable.assign_add`): `value` may broadcast to the
+    /// variable's shape; the sum is computed in the promoted dtype and cast to the variable's dtype.
+    ///
+    /// O(log n) plus one pass over the value, in place when no snapshot shares the buffer.
+    ///
+    /// # Errors
+    /// [`Error::Broadcast`] when `value` does not broadcast to the variable's shape; [`Error::ForeignVariable`],
+    /// [`Error::StaleVariable`]. On error the store is unchanged.
+    pub fn assign_add(&mut self, var: &Variable, value: impl Into<Tensor>) -> Result<()> {
+        self.update_arith(var, value.into(), arith::Op::Add)
+    }
+
+    /// Subtracts `value` from the current value (Keras: `Variable.assign_sub`); as [`assign_add`](Self::assign_add).
+    ///
+    /// # Errors
+    /// As [`assign_add`](Self::assign_add).
+    pub fn assign_sub(&mut self, var: &Variable, value: impl Into<Tensor>) -> Result<()> {
+        self.update_arith(var, value.into(), arith::Op::Sub)
+    }
+
+    fn update_arith(&mut self, var: &Variable, value: Tensor, op: arith::Op) -> Result<()> {
+        self.check(var)?;
+        let floatx = self.floatx;
+        let current = &mut self.entry_mut(var)?.value;
+        arith::apply_in_place(current, &value, op, floatx, var.path())
+    }
+
+    /// Handles of every variable, in creation order. O(n).
+    pub fn variables(&self) -> Vec<Variable> {
+        self.vars.values().map(|e| e.var.clone()).collect()
+    }
+
+    /// Handles of the trainable variables, in creation order (Keras: `trainable_variables`).
+    pub fn trainable_variables(&self) -> Vec<Variable> {
+        self.vars.values().filter(|e| e.meta.trainable).map(|e| e.var.clone()).collect()
+    }
+
+    /// Handles of the non-trainable variables, in creation order (Keras: `non_trainable_variables`).
+    pub fn non_trainable_variables(&self) -> Vec<Variable> {
+        self.vars.values().filter(|e| !e.meta.trainable).map(|e| e.var.clone()).collect()
+    }
+
+    /// Every variable and its value, in creation order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Variable, &Tensor)> + '_ {
+        self.vars.values().map(|e| (&e.var, &e.value))
+    }
+
+    /// The variable at `path`. O(1) expected.
+    ///
+    /// # Errors
+    /// [`Error::UnknownPath`] when no variable has this path.
+    pub fn find(&self, path: &str) -> Result<Variable> {
+        self.paths
+            .get(path)
+            .and_then(|k| self.vars.get(k))
+            .map(|e| e.var.clone())
+            .ok_or_else(|| Error::UnknownPath { path: path.into() })
+    }
+
+    /// Whether optimizers update the variable (Keras: `Variable.trainable`).
+    ///
+    /// # Errors
+    /// [`Error::ForeignVariable`], [`Error::StaleVariable`].
+    pub fn trainable(&self, var: &Variable) -> Result<bool> {
+        Ok(self.entry(var)?.meta.trainable)
+    }
+
+    /// Freezes (`false`) or unfreezes a variable: a new version of the store, committed and rolled back like
+    /// any other change.
+    ///
+    /// # Errors
+    /// [`Error::ForeignVariable`], [`Error::StaleVariable`].
+    pub fn set_trainable(&mut self, var: &Variable, trainable: bool) -> Result<()> {
+        self.entry_mut(var)?.meta.trainable = trainable;
+        Ok(())
+    }
+
+    /// Whether the optimizer overwrites the variable with its gradient (Keras: `overwrite_with_gradient`).
+    ///
+    /// # Errors
+    /// [`Error::ForeignVariable`], [`Error::StaleVariable`].
+    pub fn overwrite_with_gradient(&self, var: &Variable) -> Result<bool> {
+        Ok(self.entry(var)?.meta.overwrite_with_gradient)
+    }
+
+    /// Sets [`overwrite_with_gradient`](Self::overwrite_with_gradient).
+    ///
+    /// # Errors
+    /// [`Error::ForeignVariable`], [`Error::StaleVariable`].
+    pub fn set_overwrite_with_gradient(&mut self, var: &Variable, overwrite: bool) -> Result<()> {
+        self.entry_mut(var)?.meta.overwrite_with_gradient = overwrite;
+        Ok(())
+    }
+
+    /// The constraint applied after optimizer updates (Keras: `Variable.constraint`).
+    ///
+    /// # Errors
+    /// [`Error::ForeignVariable`], [`Error::StaleVariable`].
+    pub fn constraint(&self, var: &Variable) -> Result<Option<Arc<dyn Constraint>>> {
+        Ok(self.entry(var)?.meta.constraint.clone())
+    }
+
+    /// Sets or clears the constraint.
+    ///
+    /// # Errors
+    /// [`Error::ForeignVariable`], [`Error::StaleVariable`].
+    pub fn set_constraint(&mut self, var: &Variable, constraint: Option<Arc<dyn Constraint>>) -> Result<()> {
+        self.entry_mut(var)?.meta.constraint = constraint;
+        Ok(())
+    }
+
+    /// The regularizer whose penalty scopes collect (Keras: `Variable.regularizer`).
+    ///
+    /// # Errors
+    /// [`Error::ForeignVariable`], [`Error::StaleVariable`].
+    pub fn regularizer(&self, var: &Variable) -> Result<Option<Arc<dyn Regularizer>>> {
+        Ok(self.entry(var)?.meta.regularizer.clone())
+    }
+
+    /// Sets or clears the regularizer.
+    ///
+    /// # Errors
+    /// [`Error::ForeignVariable`], [`Error::StaleVariable`].
+    pub fn set_regularizer(&mut self, var: &Variable, regularizer: Option<Arc<dyn Regularizer>>) -> Result<()> {
+        self.entry_mut(var)?.meta.regularizer = regularizer;
+        Ok(())
+    }
+
+    /// Keras's repr of a variable with its value:
+    /// `<Variable path=dense/kernel, shape=(2, 2), dtype=float32, value=[[0.0, 0.0], [0.0, 0.0]]>`.
+    ///
+    /// # Errors
+    /// [`Error::ForeignVariable`], [`Error::StaleVariable`].
+    pub fn repr(&self, var: &Variable) -> Result<String> {
+        let value = &self.entry(var)?.value;
+        Ok(format!(
+            "<Variable path={}, shape={}, dtype={}, value={}>",
+            var.path(),
+            var.shape(),
+            var.dtype(),
+            value.values_string()
+        ))
+    }
+
+    pub(crate) fn entries(&self) -> impl Iterator<Item = &Entry> + '_ {
+        self.vars.values()
+    }
+
+    pub(crate) fn entry(&self, var: &Variable) -> Result<&Entry> {
+        self.check(var)?;
+        self.vars.get(&var.key).ok_or_else(|| stale(var))
+    }
+
+    fn entry_mut(&mut self, var: &Variable) -> Result<&mut Entry> {
+        self.check(var)?;
+        self.vars.get_mut(&var.key).ok_or_else(|| stale(var))
+    }
+
+    fn check(&self, var: &Variable) -> Result<()> {
+        if Arc::ptr_eq(&var.lineage, &self.lineage) {
+            Ok(())
+        } else {
+            Err(Error::ForeignVariable { path: var.path().into() })
+        }
+    }
+
+    pub(crate) fn same_lineage(&self, other: &StateStore) -> bool {
+        Arc::ptr_eq(&self.lineage, &other.lineage)
+    }
+}
+
+/// The key an unseeded initializer of the variable at `path` draws from: the store's seed folded with the
+/// path's hash, so a variable's first value does not depend on the order variables are created in.
+fn path_key(seed: Key, path: &str) -> Key {
+    let h = xxhash_rust::xxh3::xxh3_64(path.as_bytes());
+    seed.fold_in((h >> 32) as u32).fold_in(h as u32)
+}
+
+fn stale(var: &Variable) -> Error {
+    Error::StaleVariable { path: var.path().into() }
+}
+
+impl fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut list = f.debug_list();
+        for (var, _) in self.iter() {
+            list.entry(var);
+        }
+        list.finish()
+    }
+}
