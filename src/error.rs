@@ -179,6 +179,12 @@ pub enum Error {
         /// The version asked for.
         version: u64,
     },
+    /// A version committed without a step record, which replay needs.
+    #[error("version {version} was committed without a step record; replay needs `commit_with`")]
+    MissingRecord {
+        /// The version without a record.
+        version: u64,
+    },
     /// A tag that names no version.
     #[error("unknown tag `{tag}`")]
     UnknownTag {

@@ -33,9 +33,10 @@ impl std::str::FromStr for Fingerprint {
     }
 }
 
-/// Feeds one variable into the hash: path, dtype, shape and bytes, each length-prefixed so that no two
-/// different stores can produce the same byte stream.
-pub(crate) fn hash_variable(hasher: &mut Xxh3, path: &str, value: &Tensor) {
+/// The digest of one variable: XXH3-128 of its length-prefixed path, dtype name, dims, byte count and
+/// little-endian bytes.
+pub(crate) fn variable_digest(path: &str, value: &Tensor) -> u128 {
+    let mut hasher = Xxh3::new();
     hasher.update(&(path.len() as u64).to_le_bytes());
     hasher.update(path.as_bytes());
     let dtype = value.dtype().name();
@@ -47,14 +48,18 @@ pub(crate) fn hash_variable(hasher: &mut Xxh3, path: &str, value: &Tensor) {
     }
     hasher.update(&(value.nbytes() as u64).to_le_bytes());
     value.for_each_le_chunk(|bytes| hasher.update(bytes));
+    hasher.digest128()
 }
 
 impl StateStore {
-    /// The fingerprint of every variable's path, dtype, shape and bytes, in creation order.
+    /// The fingerprint of every variable's path, dtype, shape and bytes.
     ///
-    /// O(total bytes): it reads every value once. Equal iff the stores hold the same paths, dtypes, shapes and
-    /// element bits in the same order (up to a 2^-128 chance of collision); metadata (trainable, constraint) is
-    /// not part of it.
+    /// It is the XXH3-128 of the wrapping sum of the variables' own digests and their count: a set hash, so it
+    /// can be kept up to date incrementally. Each variable's digest is computed once per value and cached in the
+    /// store, so after a commit (which settles the cache) a fingerprint costs O(1), and a new version that
+    /// changed k variables costs O(k log n) plus their bytes. Equal iff the stores hold the same paths, dtypes,
+    /// shapes and element bits (up to a negligible chance of collision); metadata (trainable, constraint) is not
+    /// part of it. Paths are unique, so the order of creation cannot make two different stores collide.
     ///
     /// # Examples
     /// ```
@@ -68,10 +73,11 @@ impl StateStore {
     /// # Ok::<(), purestate::Error>(())
     /// ```
     pub fn fingerprint(&self) -> Fingerprint {
+        let totals = self.totals();
         let mut hasher = Xxh3::new();
-        for (var, value) in self.iter() {
-            hash_variable(&mut hasher, var.path(), value);
-        }
+        hasher.update(b"purestate-fingerprint-v1");
+        hasher.update(&totals.digest_sum.to_le_bytes());
+        hasher.update(&(self.len() as u64).to_le_bytes());
         Fingerprint(hasher.digest128())
     }
 }

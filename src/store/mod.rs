@@ -13,7 +13,7 @@ mod partition;
 use std::fmt;
 use std::sync::Arc;
 
-use imbl::{HashMap, OrdMap};
+use imbl::{HashMap, OrdMap, OrdSet};
 
 pub use diff::{StoreDiff, ValueChange};
 pub use fingerprint::Fingerprint;
@@ -38,12 +38,27 @@ pub(crate) struct Meta {
     pub(crate) regularizer: Option<Arc<dyn Regularizer>>,
 }
 
-/// One variable in a store: its handle, value and settable attributes.
+/// One variable in a store: its handle, value and settable attributes, and what the store has computed
+/// about the value (its digest and finiteness) since it last changed.
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {
     pub(crate) var: Variable,
     pub(crate) value: Tensor,
     pub(crate) meta: Meta,
+    pub(crate) cache: Option<ValueFacts>,
+}
+
+/// Facts about an entry's value, computed once per value and kept until the value changes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ValueFacts {
+    pub(crate) digest: u128,
+    pub(crate) finite: bool,
+}
+
+impl ValueFacts {
+    fn of(var: &Variable, value: &Tensor) -> ValueFacts {
+        ValueFacts { digest: fingerprint::variable_digest(var.path(), value), finite: value.is_all_finite() }
+    }
 }
 
 /// Identity, not contents: two entries are equal when they hold the same buffer and the same attribute
@@ -99,6 +114,16 @@ pub struct StateStore {
     vars: OrdMap<VarKey, Entry>,
     paths: HashMap<Arc<str>, VarKey>,
     auto_names: usize,
+    /// Wrapping sum of the digests of the entries that have facts, and how many of those are non-finite.
+    settled: Settled,
+    /// Entries whose value changed since its facts were computed.
+    pending: OrdSet<VarKey>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Settled {
+    pub(crate) digest_sum: u128,
+    pub(crate) nonfinite: u64,
 }
 
 impl Default for StateStore {
@@ -118,6 +143,8 @@ impl StateStore {
             vars: OrdMap::new(),
             paths: HashMap::new(),
             auto_names: 0,
+            settled: Settled::default(),
+            pending: OrdSet::new(),
         }
     }
 
@@ -203,8 +230,7 @@ impl StateStore {
         let key = self.lineage.allocate();
         self.auto_names = auto_names;
         let var = Variable { key, lineage: self.lineage.clone(), info: Arc::new(info) };
-        self.paths.insert(Arc::from(var.path()), key);
-        self.vars.insert(key, Entry { var: var.clone(), value, meta });
+        self.insert_entry(Entry { var: var.clone(), value, meta, cache: None });
         Ok(var)
     }
 
@@ -214,8 +240,7 @@ impl StateStore {
     /// [`Error::ForeignVariable`], [`Error::StaleVariable`].
     pub fn remove(&mut self, var: &Variable) -> Result<Tensor> {
         self.check(var)?;
-        let entry = self.vars.remove(&var.key).ok_or_else(|| stale(var))?;
-        self.paths.remove(var.path());
+        let entry = self.remove_entry(var.key).ok_or_else(|| stale(var))?;
         Ok(entry.value)
     }
 
@@ -250,7 +275,7 @@ impl StateStore {
             });
         }
         let value = value.cast(var.dtype());
-        self.entry_mut(var)?.value = value;
+        *self.value_mut(var)? = value;
         Ok(())
     }
 
@@ -277,7 +302,7 @@ impl StateStore {
     fn update_arith(&mut self, var: &Variable, value: Tensor, op: arith::Op) -> Result<()> {
         self.check(var)?;
         let floatx = self.floatx;
-        let current = &mut self.entry_mut(var)?.value;
+        let current = self.value_mut(var)?;
         arith::apply_in_place(current, &value, op, floatx, var.path())
     }
 
@@ -327,7 +352,7 @@ impl StateStore {
     /// # Errors
     /// [`Error::ForeignVariable`], [`Error::StaleVariable`].
     pub fn set_trainable(&mut self, var: &Variable, trainable: bool) -> Result<()> {
-        self.entry_mut(var)?.meta.trainable = trainable;
+        self.meta_mut(var)?.trainable = trainable;
         Ok(())
     }
 
@@ -344,7 +369,7 @@ impl StateStore {
     /// # Errors
     /// [`Error::ForeignVariable`], [`Error::StaleVariable`].
     pub fn set_overwrite_with_gradient(&mut self, var: &Variable, overwrite: bool) -> Result<()> {
-        self.entry_mut(var)?.meta.overwrite_with_gradient = overwrite;
+        self.meta_mut(var)?.overwrite_with_gradient = overwrite;
         Ok(())
     }
 
@@ -361,7 +386,7 @@ impl StateStore {
     /// # Errors
     /// [`Error::ForeignVariable`], [`Error::StaleVariable`].
     pub fn set_constraint(&mut self, var: &Variable, constraint: Option<Arc<dyn Constraint>>) -> Result<()> {
-        self.entry_mut(var)?.meta.constraint = constraint;
+        self.meta_mut(var)?.constraint = constraint;
         Ok(())
     }
 
@@ -378,7 +403,7 @@ impl StateStore {
     /// # Errors
     /// [`Error::ForeignVariable`], [`Error::StaleVariable`].
     pub fn set_regularizer(&mut self, var: &Variable, regularizer: Option<Arc<dyn Regularizer>>) -> Result<()> {
-        self.entry_mut(var)?.meta.regularizer = regularizer;
+        self.meta_mut(var)?.regularizer = regularizer;
         Ok(())
     }
 
@@ -407,9 +432,79 @@ impl StateStore {
         self.vars.get(&var.key).ok_or_else(|| stale(var))
     }
 
-    fn entry_mut(&mut self, var: &Variable) -> Result<&mut Entry> {
+    fn meta_mut(&mut self, var: &Variable) -> Result<&mut Meta> {
         self.check(var)?;
-        self.vars.get_mut(&var.key).ok_or_else(|| stale(var))
+        self.vars.get_mut(&var.key).map(|e| &mut e.meta).ok_or_else(|| stale(var))
+    }
+
+    /// The value, mutably; its facts are dropped and the entry marked pending. The buffer is copied on write
+    /// only if a snapshot shares it. Callers keep the shape and dtype.
+    pub(crate) fn value_mut(&mut self, var: &Variable) -> Result<&mut Tensor> {
+        self.check(var)?;
+        let entry = self.vars.get_mut(&var.key).ok_or_else(|| stale(var))?;
+        if let Some(facts) = entry.cache.take() {
+            self.settled.remove(facts);
+            self.pending.insert(var.key);
+        }
+        Ok(&mut entry.value)
+    }
+
+    pub(crate) fn insert_entry(&mut self, entry: Entry) {
+        let key = entry.var.key;
+        match entry.cache {
+            Some(facts) => self.settled.add(facts),
+            None => {
+                self.pending.insert(key);
+            }
+        }
+        self.paths.insert(Arc::from(entry.var.path()), key);
+        self.vars.insert(key, entry);
+    }
+
+    pub(crate) fn remove_entry(&mut self, key: VarKey) -> Option<Entry> {
+        let entry = self.vars.remove(&key)?;
+        self.paths.remove(entry.var.path());
+        match entry.cache {
+            Some(facts) => self.settled.remove(facts),
+            None => {
+                self.pending.remove(&key);
+            }
+        }
+        Some(entry)
+    }
+
+    /// Computes the facts of every value that changed since they were last computed: O(log n) per changed
+    /// variable plus its bytes. After this, [`fingerprint`](Self::fingerprint) and the non-finite check are
+    /// O(1) until the next write.
+    pub(crate) fn settle(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        for key in pending {
+            if let Some(entry) = self.vars.get_mut(&key) {
+                let facts = ValueFacts::of(&entry.var, &entry.value);
+                entry.cache = Some(facts);
+                self.settled.add(facts);
+            }
+        }
+    }
+
+    /// The digest sum and non-finite count over every entry, computing the facts of pending entries on the
+    /// fly (without keeping them).
+    pub(crate) fn totals(&self) -> Settled {
+        let mut totals = self.settled;
+        for key in &self.pending {
+            if let Some(entry) = self.vars.get(key) {
+                totals.add(ValueFacts::of(&entry.var, &entry.value));
+            }
+        }
+        totals
+    }
+
+    /// The first variable, in creation order, holding a NaN or an infinity.
+    pub(crate) fn first_nonfinite(&self) -> Option<&Variable> {
+        if self.totals().nonfinite == 0 {
+            return None;
+        }
+        self.entries().find(|e| !e.cache.map_or_else(|| e.value.is_all_finite(), |facts| facts.finite)).map(|e| &e.var)
     }
 
     fn check(&self, var: &Variable) -> Result<()> {
@@ -430,6 +525,18 @@ impl StateStore {
 fn path_key(seed: Key, path: &str) -> Key {
     let h = xxhash_rust::xxh3::xxh3_64(path.as_bytes());
     seed.fold_in((h >> 32) as u32).fold_in(h as u32)
+}
+
+impl Settled {
+    fn add(&mut self, facts: ValueFacts) {
+        self.digest_sum = self.digest_sum.wrapping_add(facts.digest);
+        self.nonfinite += u64::from(!facts.finite);
+    }
+
+    fn remove(&mut self, facts: ValueFacts) {
+        self.digest_sum = self.digest_sum.wrapping_sub(facts.digest);
+        self.nonfinite -= u64::from(!facts.finite);
+    }
 }
 
 fn stale(var: &Variable) -> Error {

@@ -68,8 +68,7 @@ impl StateStore {
         let mut no = self.clone();
         for entry in self.entries() {
             let target = if filter(VariableRef { entry }) { &mut no } else { &mut yes };
-            target.vars.remove(&entry.var.key);
-            target.paths.remove(entry.var.path());
+            target.remove_entry(entry.var.key);
         }
         (yes, no)
     }
@@ -89,8 +88,7 @@ impl StateStore {
             return Err(Error::DuplicatePath { path: dup.var.path().to_string() });
         }
         for entry in other.entries() {
-            self.paths.insert(Arc::from(entry.var.path()), entry.var.key);
-            self.vars.insert(entry.var.key, entry.clone());
+            self.insert_entry(entry.clone());
         }
         self.auto_names = self.auto_names.max(other.auto_names);
         Ok(self)

@@ -2,11 +2,13 @@
 //! versions, checks each derives from the head (optimistic concurrency), fingerprints them, rolls back, tags,
 //! and prunes by a [`Retention`] policy.
 
+mod replay;
 mod retention;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+pub use replay::{Divergence, ReplayReport};
 pub use retention::Retention;
 
 use crate::error::{Error, Result};
@@ -64,6 +66,8 @@ struct Version<R> {
 /// ```
 pub struct Trainer<R = ()> {
     versions: BTreeMap<u64, Version<R>>,
+    /// Versions whose state is still held: pruning looks only at these, so a commit costs O(retained).
+    retained: BTreeSet<u64>,
     head: u64,
     tags: BTreeMap<String, u64>,
     retention: Retention,
@@ -74,10 +78,18 @@ impl<R> Trainer<R> {
     /// A trainer whose version 0 is `state`.
     pub fn new(mut state: StateStore) -> Self {
         state.set_base(Some(0));
+        state.settle();
         let fingerprint = state.fingerprint();
         let mut versions = BTreeMap::new();
         versions.insert(0, Version { parent: None, fingerprint, state: Some(state), record: None });
-        Trainer { versions, head: 0, tags: BTreeMap::new(), retention: Retention::default(), nonfinite_guard: false }
+        Trainer {
+            versions,
+            retained: BTreeSet::from([0]),
+            head: 0,
+            tags: BTreeMap::new(),
+            retention: Retention::default(),
+            nonfinite_guard: false,
+        }
     }
 
     /// The same trainer with a retention policy (applied now and at every commit).
@@ -170,8 +182,9 @@ impl<R> Trainer<R> {
         if next.base() != Some(self.head) {
             return Err(Error::Conflict { head: self.head, base: next.base() });
         }
+        next.settle();
         if self.nonfinite_guard {
-            if let Some((var, _)) = next.iter().find(|(_, value)| !value.is_all_finite()) {
+            if let Some(var) = next.first_nonfinite() {
                 return Err(Error::NonFinite { path: var.path().to_string(), base: next.base() });
             }
         }
@@ -179,6 +192,7 @@ impl<R> Trainer<R> {
         next.set_base(Some(version));
         let fingerprint = next.fingerprint();
         self.versions.insert(version, Version { parent: Some(self.head), fingerprint, state: Some(next), record });
+        self.retained.insert(version);
         self.head = version;
         self.prune();
         Ok(version)
@@ -266,13 +280,22 @@ impl<R> Trainer<R> {
     }
 
     fn prune(&mut self) {
+        if self.retention.keep_last.is_none() {
+            return; // keeps everything
+        }
         let newest = self.latest();
-        let head = self.head;
-        let tagged: Vec<u64> = self.tags.values().copied().collect();
-        let retention = self.retention;
-        for (&version, v) in self.versions.iter_mut() {
-            let pinned = version == head || tagged.contains(&version);
-            if v.state.is_some() && !retention.keeps(version, newest, pinned) {
+        let dropped: Vec<u64> = self
+            .retained
+            .iter()
+            .copied()
+            .filter(|&v| {
+                let pinned = v == self.head || self.tags.values().any(|&t| t == v);
+                !self.retention.keeps(v, newest, pinned)
+            })
+            .collect();
+        for version in dropped {
+            self.retained.remove(&version);
+            if let Some(v) = self.versions.get_mut(&version) {
                 v.state = None;
             }
         }

@@ -103,6 +103,14 @@ proptest! {
                 check(store, model);
             }
         }
+        // Incrementally kept fingerprints equal those of stores built afresh with the same contents.
+        for (store, model) in stores.iter().zip(&models) {
+            let mut fresh = StateStore::new();
+            for (path, values) in model {
+                fresh.create(VariableSpec::new(Tensor::from(values.clone())).name(path.clone())).unwrap();
+            }
+            prop_assert_eq!(store.fingerprint(), fresh.fingerprint());
+        }
     }
 
     /// Equal fingerprints exactly when contents (paths, dtypes, shapes, bits) are equal.

@@ -118,3 +118,61 @@ fn nonfinite_guard_refuses_and_keeps_the_head() {
     trainer.commit(step(&trainer, &w, 1.0)).unwrap();
     assert_eq!(trainer.head(), 1);
 }
+
+fn lr_step(w: &Variable) -> impl FnMut(StateStore, &u32) -> purestate::Result<StateStore> + '_ {
+    move |mut s, rec| {
+        s.assign_add(w, Tensor::from(*rec as f32 * 0.1))?;
+        Ok(s)
+    }
+}
+
+#[test]
+fn replay_follows_the_parent_chain_and_is_bit_identical() {
+    let (mut trainer, w) = setup();
+    let mut step = lr_step(&w);
+    for rec in 1..=3 {
+        let next = step(trainer.state().clone(), &rec).unwrap();
+        trainer.commit_with(next, rec).unwrap();
+    }
+    trainer.rollback(2).unwrap();
+    let next = step(trainer.state().clone(), &9).unwrap();
+    let v4 = trainer.commit_with(next, 9).unwrap();
+    let report = trainer.replay(0, v4, lr_step(&w)).unwrap();
+    assert!(report.is_bit_identical(), "{report}");
+    assert_eq!(report.steps, 3, "0 -> 1 -> 2 -> 4: the abandoned version 3 is not replayed");
+    assert_eq!(trainer.head(), v4, "replay never moves the head");
+    assert!(report.to_string().ends_with("bit-identical"));
+}
+
+#[test]
+fn replay_reports_the_first_diverging_version_and_variable() {
+    let (mut trainer, w) = setup();
+    let mut step = lr_step(&w);
+    for rec in 1..=4 {
+        let next = step(trainer.state().clone(), &rec).unwrap();
+        trainer.commit_with(next, rec).unwrap();
+    }
+    let mut calls = 0;
+    let perturbed = |mut s: StateStore, rec: &u32| {
+        calls += 1;
+        let by = if calls == 3 { *rec as f32 * 0.1 + 0.5 } else { *rec as f32 * 0.1 };
+        s.assign_add(&w, Tensor::from(by))?;
+        Ok(s)
+    };
+    let report = trainer.replay(0, 4, perturbed).unwrap();
+    let d = report.divergence.as_ref().expect("diverges");
+    assert_eq!(d.version, 3);
+    assert_eq!(report.steps, 3);
+    assert_eq!(d.variables.len(), 1);
+    assert_eq!(d.variables[0].0, "w");
+    assert!((d.variables[0].1.unwrap() - 0.5).abs() < 1e-6);
+    assert!(report.to_string().contains("diverged at v3"), "{report}");
+}
+
+#[test]
+fn replay_needs_records_and_a_retained_start() {
+    let (mut trainer, w) = setup();
+    trainer.commit(step(&trainer, &w, 1.0)).unwrap();
+    assert!(matches!(trainer.replay(0, 1, lr_step(&w)), Err(Error::MissingRecord { version: 1 })));
+    assert!(matches!(trainer.replay(5, 1, lr_step(&w)), Err(Error::UnknownVersion { version: 5 })));
+}
