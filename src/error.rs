@@ -179,6 +179,30 @@ pub enum Error {
         /// The version asked for.
         version: u64,
     },
+    /// An optimizer used before `build`.
+    #[error("optimizer `{optimizer}` is not built: call `build(&mut state, &vars)` first")]
+    NotBuilt {
+        /// The optimizer's name.
+        optimizer: String,
+    },
+    /// A gradient for a variable the optimizer was not built for.
+    #[error("`{path}`: gradient for a variable the optimizer was not built for")]
+    UnknownGradient {
+        /// The variable's path.
+        path: String,
+    },
+    /// A gradient for a non-trainable variable.
+    #[error("`{path}`: gradient for a non-trainable variable")]
+    FrozenGradient {
+        /// The variable's path.
+        path: String,
+    },
+    /// A trainable variable the optimizer was built for has no gradient.
+    #[error("`{path}`: no gradient for a trainable variable (allow it with `allow_missing_gradients(true)`)")]
+    MissingGradient {
+        /// The variable's path.
+        path: String,
+    },
     /// A version committed without a step record, which replay needs.
     #[error("version {version} was committed without a step record; replay needs `commit_with`")]
     MissingRecord {

@@ -449,6 +449,21 @@ impl StateStore {
         Ok(&mut entry.value)
     }
 
+    /// Moves the value out of the store (leaving a placeholder until [`put_value`](Self::put_value)), so that
+    /// the caller holds the only reference to an unshared buffer and may update it in place.
+    pub(crate) fn take_value(&mut self, var: &Variable) -> Result<Tensor> {
+        Ok(std::mem::replace(self.value_mut(var)?, Tensor::scalar(false)))
+    }
+
+    /// Puts back a value taken with [`take_value`](Self::take_value); it must keep the variable's shape and
+    /// dtype.
+    pub(crate) fn put_value(&mut self, var: &Variable, value: Tensor) -> Result<()> {
+        debug_assert_eq!(value.dims(), var.shape().dims());
+        debug_assert_eq!(value.dtype(), var.dtype());
+        *self.value_mut(var)? = value;
+        Ok(())
+    }
+
     pub(crate) fn insert_entry(&mut self, entry: Entry) {
         let key = entry.var.key;
         match entry.cache {

@@ -1,0 +1,406 @@
+//! The driver every optimizer shares: slot creation (`build`), argument checks, clipping, weight decay, the
+//! fused per-variable update, the iteration counter and constraints (`apply`).
+
+use std::collections::HashMap;
+use std::fmt;
+
+use half::{bf16, f16};
+
+use super::{LearningRate, Options};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::grad::Grads;
+use crate::kernels;
+use crate::ops::num::{Float, Real};
+use crate::store::StateStore;
+use crate::tensor::{Element, Tensor};
+use crate::variable::{Variable, VariableSpec};
+
+/// `f32` and `f64`, the types updates compute in, with what the rules need beyond [`Real`].
+pub(crate) trait OptReal: Real {
+    fn of(x: f64) -> Self;
+    fn powf(self, e: Self) -> Self;
+    fn max(self, o: Self) -> Self;
+    fn min(self, o: Self) -> Self;
+}
+
+macro_rules! opt_real {
+    ($($t:ident),*) => {$(
+        impl OptReal for $t {
+            #[inline(always)]
+            fn of(x: f64) -> Self { x as $t }
+            #[inline(always)]
+            fn powf(self, e: Self) -> Self { $t::powf(self, e) }
+            #[inline(always)]
+            fn max(self, o: Self) -> Self { if self >= o || self.is_nan() { self } else { o } }
+            #[inline(always)]
+            fn min(self, o: Self) -> Self { if self <= o || self.is_nan() { self } else { o } }
+        }
+    )*};
+}
+opt_real!(f32, f64);
+
+/// Constants of one variable's update, in the precision it computes in (the variable's dtype, as Keras casts
+/// the learning rate and hyper-parameters to it).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct UpdateConsts<C> {
+    /// The learning rate of this iteration.
+    pub(crate) lr: C,
+    /// The 1-based step (`iterations + 1`), Keras's `local_step`.
+    pub(crate) local_step: C,
+    /// `weight_decay`, when set.
+    pub(crate) wd: Option<C>,
+}
+
+impl<C: OptReal> UpdateConsts<C> {
+    /// Keras's decoupled weight decay, `p - p * wd * lr`.
+    #[inline(always)]
+    pub(crate) fn decay(&self, p: C) -> C {
+        match self.wd {
+            Some(wd) => p - p * wd * self.lr,
+            None => p,
+        }
+    }
+}
+
+/// The slot buffers of one variable, in the order its rule's [`Rule::slots`] names them.
+pub(crate) type Slots<'a, T> = [&'a mut [T]];
+
+/// An optimizer's update rule, run on one variable's contiguous buffers.
+pub(crate) trait Rule: Send + Sync + fmt::Debug {
+    /// The slots each variable gets: Keras's name and initial value.
+    fn slots(&self) -> Vec<(&'static str, f64)>;
+
+    /// Updates `p` and its slots in one pass from the gradient `g`, each gradient element first mapped by
+    /// `gmap` (clipping).
+    fn update<T, G>(&self, p: &mut [T], slots: &mut Slots<'_, T>, g: &[T], k: &UpdateConsts<T::C>, gmap: G) -> Result<()>
+    where
+        T: Float,
+        T::C: OptReal,
+        G: Fn(T::C) -> T::C + Sync + Send + Copy;
+}
+
+/// What `build` created.
+#[derive(Clone, Debug)]
+struct Built {
+    iteration: Variable,
+    learning_rate: Option<Variable>,
+    order: Vec<Variable>,
+    slots: HashMap<Variable, Vec<Variable>>,
+}
+
+/// The state and options every optimizer shares.
+#[derive(Clone, Debug)]
+pub(crate) struct Core {
+    pub(crate) name: &'static str,
+    pub(crate) options: Options,
+    built: Option<Built>,
+}
+
+/// How each gradient element is mapped before the update: `clamp(g * mul / div, lo, hi)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct GradMap {
+    mul: f64,
+    div: f64,
+    lo: f64,
+    hi: f64,
+}
+
+impl GradMap {
+    const IDENTITY: GradMap = GradMap { mul: 1.0, div: 1.0, lo: f64::NEG_INFINITY, hi: f64::INFINITY };
+}
+
+impl Core {
+    pub(crate) fn new(name: &'static str, learning_rate: LearningRate) -> Self {
+        Core { name, options: Options::new(learning_rate), built: None }
+    }
+
+    fn not_built(&self) -> Error {
+        Error::NotBuilt { optimizer: self.name.to_string() }
+    }
+
+    fn invalid(&self, arg: &'static str, reason: String) -> Error {
+        Error::InvalidArgument { op: "Optimizer::build", arg, reason }
+    }
+
+    pub(crate) fn build(&mut self, state: &mut StateStore, vars: &[Variable], slots: &[(&'static str, f64)]) -> Result<()> {
+        let o = &self.options;
+        let clips = [o.clipnorm, o.clipvalue, o.global_clipnorm].iter().filter(|c| c.is_some()).count();
+        if clips > 1 {
+            return Err(self.invalid(
+                "clipnorm",
+                "set at most one of clipnorm, clipvalue and global_clipnorm".to_string(),
+            ));
+        }
+        for (arg, value) in [("clipnorm", o.clipnorm), ("clipvalue", o.clipvalue), ("global_clipnorm", o.global_clipnorm)] {
+            if let Some(v) = value {
+                if !(v > 0.0) {
+                    return Err(self.invalid(arg, format!("must be positive, got {v}")));
+                }
+            }
+        }
+        for var in vars {
+            state.get(var)?;
+            if !var.dtype().is_float() {
+                return Err(self.invalid("vars", format!("`{}` has dtype {}; only float variables train", var.path(), var.dtype())));
+            }
+        }
+        // Work on a copy so that a failure leaves `state` as it was.
+        let mut next = state.clone();
+        let mut built = match self.built.clone() {
+            Some(b) => b,
+            None => {
+                let iteration = next.create(
+                    VariableSpec::new(Tensor::scalar(0i32)).name("iteration").name_scope(self.name).trainable(false),
+                )?;
+                let learning_rate = match &self.options.learning_rate {
+                    LearningRate::Constant(rate) => Some(next.create(
+                        VariableSpec::new(Tensor::scalar(*rate as f32))
+                            .name("learning_rate")
+                            .name_scope(self.name)
+                            .trainable(false),
+                    )?),
+                    LearningRate::Schedule(_) => None,
+                };
+                Built { iteration, learning_rate, order: Vec::new(), slots: HashMap::new() }
+            }
+        };
+        for var in vars {
+            if built.slots.contains_key(var) {
+                continue;
+            }
+            let base = var.path().replace('/', "_");
+            let mut handles = Vec::with_capacity(slots.len());
+            for &(slot, init) in slots {
+                let value = Tensor::full(var.shape(), var.dtype(), init);
+                let spec = VariableSpec::new(value).name(format!("{base}_{slot}")).name_scope(self.name).trainable(false);
+                handles.push(next.create(spec)?);
+            }
+            built.order.push(var.clone());
+            built.slots.insert(var.clone(), handles);
+        }
+        *state = next;
+        self.built = Some(built);
+        Ok(())
+    }
+
+    pub(crate) fn built_variables(&self) -> Vec<Variable> {
+        self.built.as_ref().map(|b| b.order.clone()).unwrap_or_default()
+    }
+
+    pub(crate) fn variables(&self) -> Vec<Variable> {
+        let Some(b) = &self.built else { return Vec::new() };
+        let mut vars = vec![b.iteration.clone()];
+        vars.extend(b.learning_rate.clone());
+        for var in &b.order {
+            vars.extend(b.slots[var].iter().cloned());
+        }
+        vars
+    }
+
+    pub(crate) fn iterations(&self, state: &StateStore) -> Result<i64> {
+        let b = self.built.as_ref().ok_or_else(|| self.not_built())?;
+        Ok(i64::from(state.get(&b.iteration)?.to_vec::<i32>()?[0]))
+    }
+
+    /// The learning rate at `step`: the schedule's, or the learning-rate variable's value in `state`.
+    pub(crate) fn rate(&self, state: &StateStore, step: i64) -> Result<f32> {
+        let b = self.built.as_ref().ok_or_else(|| self.not_built())?;
+        match (&self.options.learning_rate, &b.learning_rate) {
+            (LearningRate::Schedule(s), _) => Ok(s.rate(step)),
+            (LearningRate::Constant(_), Some(var)) => Ok(state.get(var)?.cast(DType::Float32).to_vec::<f32>()?[0]),
+            (LearningRate::Constant(rate), None) => Ok(*rate as f32),
+        }
+    }
+
+    pub(crate) fn apply<R: Rule>(&self, rule: &R, mut state: StateStore, grads: &Grads) -> Result<StateStore> {
+        let b = self.built.as_ref().ok_or_else(|| self.not_built())?;
+        // Every check first: nothing changes unless the whole step can run.
+        for (var, grad) in grads.iter() {
+            if !b.slots.contains_key(var) {
+                return Err(Error::UnknownGradient { path: var.path().to_string() });
+            }
+            if !state.trainable(var)? {
+                return Err(Error::FrozenGradient { path: var.path().to_string() });
+            }
+            if grad.dims() != var.shape().dims() {
+                return Err(Error::ShapeMismatch {
+                    path: var.path().to_string(),
+                    expected: var.shape().clone(),
+                    got: grad.shape(),
+                });
+            }
+        }
+        if !self.options.allow_missing_gradients {
+            for var in &b.order {
+                if !grads.contains(var) && state.trainable(var)? {
+                    return Err(Error::MissingGradient { path: var.path().to_string() });
+                }
+            }
+        }
+        let step = self.iterations(&state)?;
+        let lr = self.rate(&state, step)?;
+
+        let mut regular: Vec<(&Variable, Tensor)> = Vec::with_capacity(grads.len());
+        for (var, grad) in grads.iter() {
+            let grad = grad.cast(var.dtype());
+            if state.overwrite_with_gradient(var)? {
+                state.assign(var, grad)?;
+            } else {
+                regular.push((var, grad));
+            }
+        }
+        let global = match self.options.global_clipnorm {
+            Some(clip) => {
+                let sum: f64 = regular.iter().map(|(_, g)| sum_squares(g)).sum::<Result<f64>>()?;
+                Some((clip, sum.sqrt()))
+            }
+            None => None,
+        };
+        for (var, grad) in &regular {
+            let gmap = self.grad_map(grad, global)?;
+            match var.dtype() {
+                DType::Float16 => self.update_one::<R, f16>(rule, &mut state, b, var, grad, lr, step, gmap)?,
+                DType::Bfloat16 => self.update_one::<R, bf16>(rule, &mut state, b, var, grad, lr, step, gmap)?,
+                DType::Float32 => self.update_one::<R, f32>(rule, &mut state, b, var, grad, lr, step, gmap)?,
+                DType::Float64 => self.update_one::<R, f64>(rule, &mut state, b, var, grad, lr, step, gmap)?,
+                other => return Err(Error::UnsupportedDType { op: "Optimizer::apply", dtype: other }),
+            }
+        }
+        let next_step = i32::try_from(step + 1).map_err(|_| Error::InvalidArgument {
+            op: "Optimizer::apply",
+            arg: "iterations",
+            reason: "the int32 iteration counter overflowed".into(),
+        })?;
+        state.assign(&b.iteration, Tensor::scalar(next_step))?;
+        for (var, _) in &regular {
+            if let Some(constraint) = state.constraint(var)? {
+                let value = constraint.apply(&state.get(var)?)?;
+                state.assign(var, value)?;
+            }
+        }
+        Ok(state)
+    }
+
+    /// The clipping of one gradient (Keras's `_clip_gradients`), computed in the gradient's precision.
+    fn grad_map(&self, grad: &Tensor, global: Option<(f64, f64)>) -> Result<GradMap> {
+        let single = |x: f64| -> f64 {
+            if grad.dtype() == DType::Float64 {
+                x
+            } else {
+                f64::from(x as f32)
+            }
+        };
+        if let Some(clip) = self.options.clipnorm {
+            let norm = single(sum_squares(grad)?.sqrt());
+            return Ok(GradMap { mul: single(clip), div: norm.max(single(clip)), ..GradMap::IDENTITY });
+        }
+        if let Some((clip, norm)) = global {
+            // Keras's clip_by_global_norm: scale = clip * min(1 / norm, 1 / clip), NaN when the norm is not finite.
+            let (clip, norm) = (single(clip), single(norm));
+            let scale = single(clip * single((1.0 / norm).min(1.0 / clip))) + (norm - norm);
+            return Ok(GradMap { mul: scale, ..GradMap::IDENTITY });
+        }
+        if let Some(v) = self.options.clipvalue {
+            return Ok(GradMap { lo: -single(v), hi: single(v), ..GradMap::IDENTITY });
+        }
+        Ok(GradMap::IDENTITY)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn update_one<R, T>(
+        &self,
+        rule: &R,
+        state: &mut StateStore,
+        b: &Built,
+        var: &Variable,
+        grad: &Tensor,
+        lr: f32,
+        step: i64,
+        gmap: GradMap,
+    ) -> Result<()>
+    where
+        R: Rule,
+        T: Float,
+        T::C: OptReal,
+    {
+        let of = |x: f64| <T::C as OptReal>::of(x);
+        let consts = UpdateConsts {
+            lr: of(f64::from(lr)),
+            local_step: of((step + 1) as f64),
+            wd: self.options.weight_decay.map(of),
+        };
+        let slot_vars = &b.slots[var];
+        // Move the buffers out of the store so that each is held once and updated in place when unshared.
+        let mut param = state.take_value(var)?;
+        let mut slots: Vec<Tensor> = slot_vars.iter().map(|s| state.take_value(s)).collect::<Result<_>>()?;
+        let grad = contiguous::<T>(grad)?;
+        {
+            let p = slice_mut::<T>(&mut param)?;
+            let mut slot_slices: Vec<&mut [T]> = Vec::with_capacity(slots.len());
+            for s in slots.iter_mut() {
+                slot_slices.push(slice_mut::<T>(s)?);
+            }
+            if gmap == GradMap::IDENTITY {
+                rule.update(p, &mut slot_slices, &grad, &consts, |g| g)?;
+            } else {
+                let (mul, div, lo, hi) = (of(gmap.mul), of(gmap.div), of(gmap.lo), of(gmap.hi));
+                rule.update(p, &mut slot_slices, &grad, &consts, move |g: T::C| {
+                    let g = g * mul / div;
+                    if g < lo {
+                        lo
+                    } else if g > hi {
+                        hi
+                    } else {
+                        g
+                    }
+                })?;
+            }
+        }
+        state.put_value(var, param)?;
+        for (s, value) in slot_vars.iter().zip(slots) {
+            state.put_value(s, value)?;
+        }
+        Ok(())
+    }
+}
+
+/// The sum of squares of a float tensor's elements, in its compute precision, in a fixed order.
+fn sum_squares(t: &Tensor) -> Result<f64> {
+    Ok(match t.dtype() {
+        DType::Float16 => sum_sq::<f16>(t)?,
+        DType::Bfloat16 => sum_sq::<bf16>(t)?,
+        DType::Float32 => sum_sq::<f32>(t)?,
+        DType::Float64 => sum_sq::<f64>(t)?,
+        other => return Err(Error::UnsupportedDType { op: "clip", dtype: other }),
+    })
+}
+
+fn sum_sq<T: Float>(t: &Tensor) -> Result<f64>
+where
+    T::C: OptReal + Into<f64>,
+{
+    let data = contiguous::<T>(t)?;
+    let sum: T::C = kernels::sum_by(&data, |x: T| {
+        let c = x.up();
+        c * c
+    });
+    Ok(sum.into())
+}
+
+/// The tensor's elements as one contiguous slice (borrowed when already contiguous).
+fn contiguous<T: Element>(t: &Tensor) -> Result<std::borrow::Cow<'_, [T]>> {
+    Ok(match t.as_slice::<T>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(t.to_vec::<T>()?),
+    })
+}
+
+/// The tensor's buffer as a mutable row-major slice: copied first if shared or not in standard layout.
+fn slice_mut<T: Element>(t: &mut Tensor) -> Result<&mut [T]> {
+    let a = t.array_mut::<T>()?;
+    if !a.is_standard_layout() {
+        *a = a.as_standard_layout().into_owned().into_shared();
+    }
+    Ok(a.as_slice_mut().expect("a standard-layout array is contiguous"))
+}

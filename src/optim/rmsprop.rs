@@ -1,0 +1,131 @@
+//! [`RmsProp`] (keras/src/optimizers/rmsprop.py, Keras 3).
+
+use super::{common_options, Core, Rule, Slots, UpdateConsts};
+use crate::error::Result;
+use crate::kernels::zip_mut;
+use crate::ops::num::{Float, Real};
+use crate::optim::apply::OptReal;
+
+/// RMSprop (Keras: `keras.optimizers.RMSprop(learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7,
+/// centered=False)`).
+///
+/// `v = rho * v + (1 - rho) * g^2`; centered: `a = rho * a + (1 - rho) * g` and the denominator is
+/// `v - a^2 + epsilon`, otherwise `v + epsilon` (epsilon inside the square root); `inc = lr * g / sqrt(den)`;
+/// with momentum `m = momentum * m + inc`, `p -= m`, otherwise `p -= inc`. Slots under `rm_sprop/`:
+/// `_velocity`, `_momentum` (with momentum), `_average_gradient` (centered).
+#[derive(Clone, Debug)]
+pub struct RmsProp {
+    core: Core,
+    rule: RmsRule,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct RmsRule {
+    rho: f64,
+    momentum: f64,
+    epsilon: f64,
+    centered: bool,
+}
+
+impl RmsProp {
+    /// RMSprop with this learning rate (Keras's default is 0.001).
+    pub fn new(learning_rate: f64) -> Self {
+        RmsProp {
+            core: Core::new("rm_sprop", learning_rate.into()),
+            rule: RmsRule { rho: 0.9, momentum: 0.0, epsilon: 1e-7, centered: false },
+        }
+    }
+
+    /// Discount of the squared-gradient average (default 0.9).
+    pub fn rho(mut self, rho: f64) -> Self {
+        self.rule.rho = rho;
+        self
+    }
+
+    /// Momentum (default 0).
+    pub fn momentum(mut self, momentum: f64) -> Self {
+        self.rule.momentum = momentum;
+        self
+    }
+
+    /// Added inside the square root (default 1e-7).
+    pub fn epsilon(mut self, epsilon: f64) -> Self {
+        self.rule.epsilon = epsilon;
+        self
+    }
+
+    /// Normalize by the estimated variance of the gradient (default false).
+    pub fn centered(mut self, centered: bool) -> Self {
+        self.rule.centered = centered;
+        self
+    }
+}
+
+impl Default for RmsProp {
+    fn default() -> Self {
+        RmsProp::new(0.001)
+    }
+}
+
+common_options!(RmsProp);
+
+impl Rule for RmsRule {
+    fn slots(&self) -> Vec<(&'static str, f64)> {
+        let mut slots = vec![("velocity", 0.0)];
+        if self.momentum > 0.0 {
+            slots.push(("momentum", 0.0));
+        }
+        if self.centered {
+            slots.push(("average_gradient", 0.0));
+        }
+        slots
+    }
+
+    fn update<T, G>(&self, p: &mut [T], slots: &mut Slots<'_, T>, g: &[T], k: &UpdateConsts<T::C>, gmap: G) -> Result<()>
+    where
+        T: Float,
+        T::C: OptReal,
+        G: Fn(T::C) -> T::C + Sync + Send + Copy,
+    {
+        let of = <T::C as OptReal>::of;
+        let (rho, one_minus_rho, eps, momentum) = (of(self.rho), of(1.0 - self.rho), of(self.epsilon), of(self.momentum));
+        let k = *k;
+        let lr = k.lr;
+        let velocity = move |v: T::C, g: T::C| rho * v + one_minus_rho * (g * g);
+        match slots {
+            [v] => zip_mut((p, &mut **v, g), |(p, v, g)| {
+                let w = k.decay(p.up());
+                let g = gmap(g.up());
+                *v = T::down(velocity(v.up(), g));
+                *p = T::down(w - lr * g / (v.up() + eps).sqrt());
+            }),
+            [v, m] if self.momentum > 0.0 => zip_mut((p, &mut **v, &mut **m, g), |(p, v, m, g)| {
+                let w = k.decay(p.up());
+                let g = gmap(g.up());
+                *v = T::down(velocity(v.up(), g));
+                let inc = lr * g / (v.up() + eps).sqrt();
+                *m = T::down(momentum * m.up() + inc);
+                *p = T::down(w - m.up());
+            }),
+            [v, a] => zip_mut((p, &mut **v, &mut **a, g), |(p, v, a, g)| {
+                let w = k.decay(p.up());
+                let g = gmap(g.up());
+                *v = T::down(velocity(v.up(), g));
+                *a = T::down(rho * a.up() + one_minus_rho * g);
+                let den = v.up() - a.up() * a.up() + eps;
+                *p = T::down(w - lr * g / den.sqrt());
+            }),
+            [v, m, a] => zip_mut((p, &mut **v, &mut **m, &mut **a, g), |(p, v, m, a, g)| {
+                let w = k.decay(p.up());
+                let g = gmap(g.up());
+                *v = T::down(velocity(v.up(), g));
+                *a = T::down(rho * a.up() + one_minus_rho * g);
+                let den = v.up() - a.up() * a.up() + eps;
+                let inc = lr * g / den.sqrt();
+                *m = T::down(momentum * m.up() + inc);
+                *p = T::down(w - m.up());
+            }),
+            _ => unreachable!("RMSprop has one to three slots"),
+        }
+    }
+}

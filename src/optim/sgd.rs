@@ -1,0 +1,90 @@
+//! [`Sgd`]: stochastic gradient descent with optional momentum and Nesterov momentum
+//! (keras/src/optimizers/sgd.py, Keras 3).
+
+use super::{common_options, Core, Rule, Slots, UpdateConsts};
+use crate::error::Result;
+use crate::kernels::zip_mut;
+use crate::ops::num::Float;
+use crate::optim::apply::OptReal;
+
+/// SGD (Keras: `keras.optimizers.SGD(learning_rate=0.01, momentum=0.0, nesterov=False)`).
+///
+/// Without momentum `p -= lr * g`. With momentum `m = m * momentum - g * lr`, then `p += m`, or with Nesterov
+/// `p += m * momentum - g * lr`. Slot: `sgd/<path>_momentum` (only with momentum).
+#[derive(Clone, Debug)]
+pub struct Sgd {
+    core: Core,
+    rule: SgdRule,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SgdRule {
+    momentum: f64,
+    nesterov: bool,
+}
+
+impl Sgd {
+    /// SGD with this learning rate (Keras's default is 0.01).
+    pub fn new(learning_rate: f64) -> Self {
+        Sgd { core: Core::new("sgd", learning_rate.into()), rule: SgdRule { momentum: 0.0, nesterov: false } }
+    }
+
+    /// Momentum in `[0, 1)` (default 0).
+    pub fn momentum(mut self, momentum: f64) -> Self {
+        self.rule.momentum = momentum;
+        self
+    }
+
+    /// Nesterov momentum (default false).
+    pub fn nesterov(mut self, nesterov: bool) -> Self {
+        self.rule.nesterov = nesterov;
+        self
+    }
+}
+
+impl Default for Sgd {
+    fn default() -> Self {
+        Sgd::new(0.01)
+    }
+}
+
+common_options!(Sgd);
+
+impl Rule for SgdRule {
+    fn slots(&self) -> Vec<(&'static str, f64)> {
+        if self.momentum != 0.0 {
+            vec![("momentum", 0.0)]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn update<T, G>(&self, p: &mut [T], slots: &mut Slots<'_, T>, g: &[T], k: &UpdateConsts<T::C>, gmap: G) -> Result<()>
+    where
+        T: Float,
+        T::C: OptReal,
+        G: Fn(T::C) -> T::C + Sync + Send + Copy,
+    {
+        let lr = k.lr;
+        let k = *k;
+        match slots {
+            [] => zip_mut((p, g), |(p, g)| {
+                let w = k.decay(p.up());
+                *p = T::down(w - gmap(g.up()) * lr);
+            }),
+            [m] => {
+                let momentum = T::C::of(self.momentum);
+                let nesterov = self.nesterov;
+                zip_mut((p, &mut **m, g), |(p, m, g)| {
+                    let w = k.decay(p.up());
+                    let g = gmap(g.up());
+                    let m_new = m.up() * momentum - g * lr;
+                    *m = T::down(m_new);
+                    let m_new = m.up();
+                    *p = if nesterov { T::down(w + (m_new * momentum - g * lr)) } else { T::down(w + m_new) };
+                })
+            }
+            _ => unreachable!("SGD has at most one slot"),
+        }
+    }
+}
