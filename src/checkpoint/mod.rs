@@ -9,7 +9,7 @@
 //! row-major order whatever the tensor's memory layout, and tensors are ordered as safetensors orders them
 //! (by dtype alignment, then name). The `__metadata__` map holds one entry, `purestate`, whose value is a JSON
 //! document (see the `metadata` module's docs for its schema): format version, floatx, seed, base version,
-//! [`Fingerprint`](crate::Fingerprint) and every variable's spec in creation order. Python reads the file
+//! [`Fingerprint`] and every variable's spec in creation order. Python reads the file
 //! with `safetensors.numpy.load_file` (after `import ml_dtypes` when it holds bfloat16).
 //!
 //! # Guarantees
@@ -463,6 +463,17 @@ mod tests {
             let result = Contents::decode(&bad, Path::new("f")).and_then(|c| c.into_store(Path::new("f")));
             assert!(matches!(result, Err(Error::Corrupt { .. })), "byte {i} flipped went unnoticed");
         }
+    }
+
+    #[test]
+    fn load_keeps_seed_floatx_and_base() {
+        let mut state = StateStore::new().with_seed(Key::new(7)).with_floatx(DType::Bfloat16).unwrap();
+        state.set_base(Some(3));
+        let file = Path::new("f");
+        let loaded = Contents::decode(&encode(&state), file).and_then(|c| c.into_store(file)).unwrap();
+        assert_eq!(loaded.seed(), Key::new(7));
+        assert_eq!(loaded.floatx(), DType::Bfloat16);
+        assert_eq!(loaded.base(), Some(3));
     }
 
     #[test]
