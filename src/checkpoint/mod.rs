@@ -476,6 +476,57 @@ mod tests {
         assert_eq!(loaded.base(), Some(3));
     }
 
+    /// A safetensors file made by hand from its header JSON and data bytes.
+    fn raw_file(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut text = header.as_bytes().to_vec();
+        text.resize(text.len().next_multiple_of(8), b' ');
+        let mut bytes = (text.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&text);
+        bytes.extend_from_slice(data);
+        bytes
+    }
+
+    fn load_bytes(bytes: &[u8]) -> Result<StateStore> {
+        let file = Path::new("hand.safetensors");
+        Contents::decode(bytes, file).and_then(|c| c.into_store(file))
+    }
+
+    #[test]
+    fn unsupported_dtype_names_the_tensor() {
+        let bytes = raw_file(r#"{"x":{"dtype":"F8_E4M3","shape":[2],"data_offsets":[0,2]}}"#, &[0, 0]);
+        let err = load_bytes(&bytes).unwrap_err();
+        assert!(
+            matches!(err, Error::UnsupportedTensorDType { ref path, ref dtype, .. } if path == "x" && dtype == "F8_E4M3")
+        );
+    }
+
+    #[test]
+    fn hostile_headers_are_errors_not_panics() {
+        let cases = [
+            // zero elements, but the other dimensions overflow any allocation
+            r#"{"x":{"dtype":"F32","shape":[0,1099511627776,1099511627776],"data_offsets":[0,0]}}"#,
+            // a tensor name that cannot be a variable path
+            r#"{"a//b":{"dtype":"U8","shape":[],"data_offsets":[0,1]}}"#,
+            // our key with a header that is not ours
+            r#"{"__metadata__":{"purestate":"{\"format\":1}"},"x":{"dtype":"U8","shape":[],"data_offsets":[0,1]}}"#,
+        ];
+        for header in cases {
+            let data = if header.contains("[0,1]") { vec![1] } else { Vec::new() };
+            let err = load_bytes(&raw_file(header, &data)).unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "{header}: {err}");
+        }
+    }
+
+    #[test]
+    fn foreign_metadata_is_ignored() {
+        let bytes = raw_file(
+            r#"{"__metadata__":{"format":"pt"},"w":{"dtype":"I16","shape":[1],"data_offsets":[0,2]}}"#,
+            &[5, 0],
+        );
+        let state = load_bytes(&bytes).unwrap();
+        assert_eq!(state.get(&state.find("w").unwrap()).unwrap().to_vec::<i16>().unwrap(), [5]);
+    }
+
     #[test]
     fn bool_bytes_other_than_0_or_1_are_corrupt() {
         let err = tensor_from_le_bytes(DType::Bool, &[2], &[1, 3]).unwrap_err();
