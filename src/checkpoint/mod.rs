@@ -94,8 +94,9 @@ impl LoadReport {
 ///
 /// # Errors
 /// [`Error::Io`] naming `path` when a write, fsync or rename fails; then `path` keeps its old contents and the
-/// temporary file is removed. [`Error::InvalidArgument`] when the header would exceed safetensors' 100 MB
-/// limit (millions of variables).
+/// temporary file is removed. [`Error::Io`] naming the directory when only its final fsync fails: the new file
+/// is in place but may not survive a power loss. [`Error::InvalidArgument`] when the header would exceed
+/// safetensors' 100 MB limit (millions of variables).
 ///
 /// # Examples
 /// ```no_run
