@@ -239,6 +239,16 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A checkpoint tensor whose dtype has no purestate element type (float8, 4-bit floats, complex).
+    #[error("{}: `{path}`: unsupported tensor dtype {dtype}", .file.display())]
+    UnsupportedTensorDType {
+        /// The file read.
+        file: PathBuf,
+        /// The tensor's name in the file.
+        path: String,
+        /// The safetensors dtype name, for example `F8_E4M3`.
+        dtype: String,
+    },
 }
 
 fn fmt_base(base: &Option<u64>) -> String {

@@ -48,9 +48,11 @@
 //! | [`trainer`] | [`Trainer`], [`Retention`], history |
 //! | [`random`] | [`random::Key`], Threefry-2x32 |
 //! | [`init`] | the [`init::Initializer`] trait and initializers |
+//! | [`checkpoint`] | safetensors [`checkpoint::save`]/[`checkpoint::load`]/[`checkpoint::restore`], [`CheckpointManager`] |
 //! | [`constraint`], [`regularizer`] | the traits specs hold |
 //! | [`error`] | [`Error`], [`Result`] |
 
+pub mod checkpoint;
 pub mod constraint;
 pub mod dtype;
 pub mod error;
@@ -64,6 +66,7 @@ pub mod tensor;
 pub mod trainer;
 pub mod variable;
 
+pub use checkpoint::{CheckpointManager, LoadReport};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use scope::Scope;

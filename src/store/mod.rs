@@ -172,6 +172,11 @@ impl StateStore {
         self.floatx
     }
 
+    /// The seed unseeded initializers draw from (saved in checkpoints).
+    pub(crate) fn seed(&self) -> Key {
+        self.seed
+    }
+
     /// The committed version this store derives from (`None` before its first commit).
     pub fn base(&self) -> Option<u64> {
         self.base
