@@ -125,17 +125,22 @@ def sha256(path):
 
 
 def fingerprint(tensors_in_creation_order):
-    """purestate's Fingerprint, reimplemented: XXH3-128 over each variable's length-prefixed path, dtype name,
-    dims, byte count and little-endian row-major bytes, in creation order (src/store/fingerprint.rs)."""
-    h = xxhash.xxh3_128()
+    """purestate's Fingerprint, reimplemented (src/store/fingerprint.rs): each variable's digest is the
+    XXH3-128 of its length-prefixed path, dtype name, dims, byte count and little-endian row-major bytes; the
+    fingerprint is the XXH3-128 of a domain tag, the wrapping (mod 2**128) sum of the digests, and the count."""
     u64 = lambda n: int(n).to_bytes(8, "little")  # noqa: E731
+    total = 0
     for path, array in tensors_in_creation_order:
+        h = xxhash.xxh3_128()
         data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
         name = dtype_name(array).encode()
         h.update(u64(len(path.encode())) + path.encode())
         h.update(u64(len(name)) + name)
         h.update(u64(array.ndim) + b"".join(u64(d) for d in array.shape))
         h.update(u64(len(data)) + data)
+        total = (total + h.intdigest()) % (1 << 128)
+    h = xxhash.xxh3_128()
+    h.update(b"purestate-fingerprint-v1" + total.to_bytes(16, "little") + u64(len(tensors_in_creation_order)))
     return f"{h.intdigest():032x}"
 
 
