@@ -1,6 +1,7 @@
 //! purestate's integration tests: one binary, one module per concern.
 
 mod props;
+mod random;
 mod scope;
 mod store;
 mod tidy;
