@@ -1,5 +1,6 @@
 //! purestate's integration tests: one binary, one module per concern.
 
+mod init;
 mod props;
 mod random;
 mod scope;
