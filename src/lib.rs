@@ -46,8 +46,8 @@
 //! | [`store`] | [`StateStore`], [`Fingerprint`], [`StoreDiff`] |
 //! | [`scope`] | [`Scope`], Keras's `StatelessScope` |
 //! | [`trainer`] | [`Trainer`], [`Retention`], history |
-//! | [`random`] | [`random::Key`], Threefry-2x32 |
-//! | [`init`] | the [`init::Initializer`] trait and initializers |
+//! | [`random`] | [`random::Key`] (Threefry-2x32), JAX-exact sampling, [`random::SeedGenerator`] |
+//! | [`init`] | the [`init::Initializer`] trait and Keras's initializers |
 //! | [`checkpoint`] | safetensors [`checkpoint::save`]/[`checkpoint::load`]/[`checkpoint::restore`], [`CheckpointManager`] |
 //! | [`constraint`], [`regularizer`] | the traits specs hold |
 //! | [`error`] | [`Error`], [`Result`] |

@@ -1,10 +1,42 @@
 //! Initializers: the [`Initializer`] trait a [`VariableSpec`](crate::VariableSpec) calls with the variable's
-//! shape, dtype and key, and the constant initializers [`Zeros`], [`Ones`], [`Constant`].
+//! shape, dtype and key, and Keras 3's initializers with Keras's defaults and formulas.
+//!
+//! | initializer | Keras | draws |
+//! | --- | --- | --- |
+//! | [`Zeros`], [`Ones`], [`Constant`] | `Zeros`, `Ones`, `Constant(0.0)` | none |
+//! | [`RandomNormal`] | `RandomNormal(mean=0.0, stddev=0.05)` | normal |
+//! | [`RandomUniform`] | `RandomUniform(minval=-0.05, maxval=0.05)` | uniform |
+//! | [`TruncatedNormal`] | `TruncatedNormal(mean=0.0, stddev=0.05)` | normal within two standard deviations |
+//! | [`VarianceScaling`] | `VarianceScaling(scale=1.0, mode="fan_in", distribution="truncated_normal")` | `scale / n` |
+//! | [`GlorotUniform`], [`GlorotNormal`] | `GlorotUniform`, `GlorotNormal` | scale 1, fan_avg |
+//! | [`HeUniform`], [`HeNormal`] | `HeUniform`, `HeNormal` | scale 2, fan_in |
+//! | [`LecunUniform`], [`LecunNormal`] | `LecunUniform`, `LecunNormal` | scale 1, fan_in |
+//! | [`Orthogonal`] | `Orthogonal(gain=1.0)` | QR of a normal matrix |
+//! | [`Identity`] | `Identity(gain=1.0)` | none |
+//!
+//! Random initializers draw through [`random`](crate::random), which follows JAX: given the key
+//! [`Key::from_keras_seed(s)`](Key::from_keras_seed), they draw what Keras 3 on the JAX backend draws for
+//! `seed=s` (bit for bit for the uniform ones and in float64/float16/bfloat16, within a few float32 ulps for
+//! the normal ones; see `tests/integration/init.rs`). Every initializer refuses a non-float dtype (except the
+//! constants) with [`Error::UnsupportedDType`].
+
+mod identity;
+mod orthogonal;
+mod random;
+mod variance_scaling;
 
 use std::fmt;
 
+pub use identity::Identity;
+pub use orthogonal::Orthogonal;
+pub use random::{RandomNormal, RandomUniform, TruncatedNormal};
+pub use variance_scaling::{
+    compute_fans, Distribution, FanMode, GlorotNormal, GlorotUniform, HeNormal, HeUniform, LecunNormal, LecunUniform,
+    VarianceScaling, TRUNCATED_NORMAL_STDDEV,
+};
+
 use crate::dtype::DType;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::random::Key;
 use crate::tensor::{Shape, Tensor};
 
@@ -17,8 +49,8 @@ pub trait Initializer: Send + Sync + fmt::Debug {
     ///
     /// # Errors
     /// An initializer that cannot produce `dtype` (a random normal of integers, say) or `shape` (an identity
-    /// that is not 2-D) returns [`Error::UnsupportedDType`](crate::Error::UnsupportedDType) or
-    /// [`Error::InvalidShape`](crate::Error::InvalidShape).
+    /// that is not 2-D) returns [`Error::UnsupportedDType`] or
+    /// [`Error::InvalidShape`].
     fn initialize(&self, shape: &Shape, dtype: DType, key: Key) -> Result<Tensor>;
 
     /// Keras's class name of the initializer (`"GlorotUniform"`), used in metadata and messages.
@@ -71,6 +103,15 @@ impl Initializer for Constant {
     }
     fn name(&self) -> &'static str {
         "Constant"
+    }
+}
+
+/// [`Error::UnsupportedDType`] unless `dtype` is a float dtype.
+fn check_float(op: &'static str, dtype: DType) -> Result<()> {
+    if dtype.is_float() {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedDType { op, dtype })
     }
 }
 

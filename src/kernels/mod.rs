@@ -9,6 +9,9 @@
 use ndarray::{ArcArray, Array, ArrayBase, Data, Dimension, IxDyn};
 use rayon::prelude::*;
 
+mod fill;
+pub use fill::fill_indexed;
+
 /// Elements below which a loop stays on the calling thread.
 pub const THRESHOLD: usize = 1 << 15;
 /// Elements per parallel chunk (and per leaf of a reduction tree).

@@ -1,7 +1,9 @@
 //! purestate's integration tests: one binary, one module per concern.
 
 mod checkpoint;
+mod init;
 mod props;
+mod random;
 mod scope;
 mod store;
 mod tidy;
