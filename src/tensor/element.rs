@@ -37,7 +37,7 @@ impl Scalar {
     }
 }
 
-/// A Rust type a [`Tensor`](crate::Tensor) can hold: `bool`, `i8`..`i64`, `u8`..`u64`, [`f16`], [`bf16`],
+/// A Rust type a [`Tensor`](crate::Tensor) can hold: `bool`, `i8`..`i64`, `u8`..`u64`, [`f16`](half::f16), [`bf16`](half::bf16),
 /// `f32`, `f64`. Sealed: the set matches the Keras dtypes.
 pub trait Element:
     sealed::Sealed + Copy + Send + Sync + PartialEq + PartialOrd + Default + std::fmt::Debug + 'static
