@@ -6,6 +6,7 @@
 pub mod dtype;
 pub mod error;
 pub mod kernels;
+pub mod ops;
 pub mod tensor;
 
 pub use dtype::DType;

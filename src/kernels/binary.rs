@@ -1,12 +1,12 @@
 //! Binary (and ternary) elementwise loops with numpy broadcasting: into a new array ([`zip_map`],
 //! [`zip3_map`]) or in place into the left operand ([`zip_map_assign`]).
 //!
-//! Fast paths, in order: both operands contiguous with the same shape (slices, vectorized, chunked over
-//! threads); one operand a single element (a map with a constant); anything else through `ndarray`'s `Zip`
-//! over broadcast views.
+//! Every loop runs over slices, so the compiler vectorizes it: operands with the output's shape and
+//! contiguous go as they are, a single element becomes a constant, a contiguous block that repeats along the
+//! leading axes (a bias row) is tiled; any other operand (strided, or broadcast along an inner axis) is first
+//! copied to the output's shape.
 
 use ndarray::{ArrayBase, ArrayD, ArrayViewD, DataMut, IxDyn, Zip};
-use rayon::prelude::*;
 
 use super::{unary, CHUNK, THRESHOLD};
 use crate::error::{Error, Result};
@@ -65,26 +65,37 @@ where
     B: Copy + Send + Sync,
     C: Copy + Send + Sync + Default,
 {
-    if a.shape() == b.shape() {
-        if let (Some(sa), Some(sb)) = (a.as_slice(), b.as_slice()) {
-            let mut out = vec![C::default(); sa.len()];
-            zip_slices(sa, sb, &mut out, f);
-            return Ok(ArrayD::from_shape_vec(a.raw_dim(), out).expect("same length as the operands"));
-        }
-    }
     let shape = broadcast_shapes(op, a.shape(), b.shape())?;
-    if b.len() == 1 && a.shape() == shape.as_slice() {
-        let y = *b.iter().next().expect("one element");
-        return Ok(unary::map(a, |x| f(x, y)));
+    let n: usize = shape.iter().product();
+    let (a_full, b_full);
+    let mut la = layout(a, &shape);
+    let lb = match layout(b, &shape) {
+        Some(l) => l,
+        None => {
+            b_full = materialize(b, &shape);
+            Lay::Full(b_full.as_slice().expect("standard layout"))
+        }
+    };
+    if la.is_none() || (!matches!(lb, Lay::Full(_)) && !matches!(la, Some(Lay::Full(_)) | Some(Lay::One(_)))) {
+        a_full = materialize(a, &shape);
+        la = Some(Lay::Full(a_full.as_slice().expect("standard layout")));
     }
-    if a.len() == 1 && b.shape() == shape.as_slice() {
-        let x = *a.iter().next().expect("one element");
-        return Ok(unary::map(b, |y| f(x, y)));
+    // `vec![zero; n]` comes from `calloc`: no zero-fill pass, pages are touched once by the loop.
+    let mut out = vec![C::default(); n];
+    match (la.expect("set above"), lb) {
+        (Lay::Full(x), Lay::Full(y)) => zip_slices(x, y, &mut out, f),
+        (Lay::Full(x), Lay::One(y)) => unary::map_slice(x, &mut out, |x| f(x, y)),
+        (Lay::One(x), Lay::Full(y)) => unary::map_slice(y, &mut out, |y| f(x, y)),
+        (Lay::Full(x), Lay::Tile(y)) => {
+            tiled(&mut out, y.len(), |o, i| o.iter_mut().zip(&x[i..]).zip(y).for_each(|((o, &x), &y)| *o = f(x, y)))
+        }
+        (Lay::Tile(x), Lay::Full(y)) => {
+            tiled(&mut out, x.len(), |o, i| o.iter_mut().zip(x).zip(&y[i..]).for_each(|((o, &x), &y)| *o = f(x, y)))
+        }
+        (Lay::One(x), Lay::One(y)) => out.fill(f(x, y)),
+        _ => unreachable!("operands other than full or one are materialized above"),
     }
-    let av = a.broadcast(IxDyn(&shape)).expect("checked by broadcast_shapes");
-    let bv = b.broadcast(IxDyn(&shape)).expect("checked by broadcast_shapes");
-    let zip = Zip::from(&av).and(&bv);
-    Ok(if av.len() >= THRESHOLD { zip.par_map_collect(|&x, &y| f(x, y)) } else { zip.map_collect(|&x, &y| f(x, y)) })
+    Ok(ArrayD::from_shape_vec(IxDyn(&shape), out).expect("one value per position"))
 }
 
 /// `f(a, b, c)` for every triple of elements broadcast together, in a new array (`where`).
@@ -110,18 +121,11 @@ where
         lhs: Shape::from(ab.clone()),
         rhs: Shape::from(c.shape()),
     })?;
-    let dim = IxDyn(&shape);
-    let (av, bv, cv) = (
-        a.broadcast(dim.clone()).expect("checked"),
-        b.broadcast(dim.clone()).expect("checked"),
-        c.broadcast(dim).expect("checked"),
-    );
-    let zip = Zip::from(&av).and(&bv).and(&cv);
-    Ok(if av.len() >= THRESHOLD {
-        zip.par_map_collect(|&x, &y, &z| f(x, y, z))
-    } else {
-        zip.map_collect(|&x, &y, &z| f(x, y, z))
-    })
+    let (a, b, c) = (materialize(a, &shape), materialize(b, &shape), materialize(c, &shape));
+    let mut out = vec![D::default(); a.len()];
+    let (sa, sb, sc) = (a.as_slice().expect("std"), b.as_slice().expect("std"), c.as_slice().expect("std"));
+    super::zip_mut((&mut out[..], sa, sb, sc), |(o, x, y, z)| *o = f(x, y, z)).expect("equal lengths");
+    Ok(ArrayD::from_shape_vec(IxDyn(&shape), out).expect("one value per position"))
 }
 
 /// Replaces every element `x` of `dst` by `f(x, y)`, with `y` the matching element of `src` broadcast to
@@ -154,24 +158,24 @@ where
     if shape.as_slice() != dst.shape() {
         return Err(Error::Broadcast { op, lhs: Shape::from(dst.shape()), rhs: Shape::from(src.shape()) });
     }
-    if src.len() == 1 {
-        let y = *src.iter().next().expect("one element");
-        unary::map_inplace(dst, |x| f(x, y));
-        return Ok(());
-    }
-    if dst.shape() == src.shape() {
-        if let Some(sb) = src.as_slice() {
-            if let Some(sa) = dst.as_slice_mut() {
-                super::zip_mut((sa, sb), |(x, y)| *x = f(*x, y)).expect("equal lengths");
-                return Ok(());
-            }
+    let src_full;
+    let ls = match layout(src, &shape) {
+        Some(l) => l,
+        None => {
+            src_full = materialize(src, &shape);
+            Lay::Full(src_full.as_slice().expect("standard layout"))
         }
-    }
-    let bv = src.broadcast(dst.raw_dim()).expect("checked by broadcast_shapes");
-    if dst.len() >= THRESHOLD {
-        Zip::from(dst).and(&bv).par_for_each(|x, &y| *x = f(*x, y));
-    } else {
+    };
+    let Some(d) = dst.as_slice_mut() else {
+        // A strided destination: walk it with ndarray (rare: views are made contiguous before ops).
+        let bv = src.broadcast(IxDyn(&shape)).expect("checked by broadcast_shapes");
         Zip::from(dst).and(&bv).for_each(|x, &y| *x = f(*x, y));
+        return Ok(());
+    };
+    match ls {
+        Lay::Full(y) => super::zip_mut((d, y), |(x, y)| *x = f(*x, y)).expect("equal lengths"),
+        Lay::One(y) => super::zip_mut((d,), |(x,)| *x = f(*x, y)).expect("one lane"),
+        Lay::Tile(y) => tiled(d, y.len(), |o, _| o.iter_mut().zip(y).for_each(|(x, &y)| *x = f(*x, y))),
     }
     Ok(())
 }
@@ -188,9 +192,50 @@ where
     if out.len() < THRESHOLD {
         leaf(out, a, b);
     } else {
-        out.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(|(o, (x, y))| leaf(o, x, y));
+        super::par_chunks_mut(out, CHUNK, &|i, o| leaf(o, &a[i * CHUNK..], &b[i * CHUNK..]));
+    }
+}
+
+/// How an operand lines up with the output: the whole output (`Full`), a contiguous block repeated along the
+/// leading axes (`Tile`, a bias row), or one element (`One`).
+enum Lay<'s, T> {
+    Full(&'s [T]),
+    Tile(&'s [T]),
+    One(T),
+}
+
+fn layout<'s, T: Copy>(v: &'s ArrayViewD<'_, T>, shape: &[usize]) -> Option<Lay<'s, T>> {
+    if v.len() == 1 {
+        return v.iter().next().map(|&x| Lay::One(x));
+    }
+    let s = v.as_slice()?;
+    if v.shape() == shape {
+        return Some(Lay::Full(s));
+    }
+    let first = v.shape().iter().position(|&d| d != 1).unwrap_or(v.ndim());
+    let trailing = &v.shape()[first..];
+    (!s.is_empty() && shape.ends_with(trailing)).then_some(Lay::Tile(s))
+}
+
+/// `v` broadcast to `shape`, in standard layout (a copy).
+fn materialize<T: Copy>(v: &ArrayViewD<'_, T>, shape: &[usize]) -> ArrayD<T> {
+    v.broadcast(IxDyn(shape)).expect("checked by broadcast_shapes").as_standard_layout().into_owned()
+}
+
+/// Runs `f(block, offset)` over `out` cut into blocks of whole rows of `row` elements, in parallel from
+/// [`THRESHOLD`] elements.
+fn tiled<C: Send>(out: &mut [C], row: usize, f: impl Fn(&mut [C], usize) + Sync + Send) {
+    let rows_per_task = (CHUNK / row).max(1);
+    let per_row = |k: usize, block: &mut [C]| {
+        let base = k * rows_per_task * row;
+        for (r, o) in block.chunks_mut(row).enumerate() {
+            f(o, base + r * row);
+        }
+    };
+    if out.len() < THRESHOLD {
+        out.chunks_mut(rows_per_task * row).enumerate().for_each(|(k, block)| per_row(k, block));
+    } else {
+        super::par_chunks_mut(out, rows_per_task * row, &per_row);
     }
 }
 

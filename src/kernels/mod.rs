@@ -6,8 +6,8 @@
 //! scheduled; reductions ([`reduce`]) fold each chunk in a fixed order and combine the chunk results in a fixed
 //! pairwise tree, so they are bit-identical for any `RAYON_NUM_THREADS`.
 //!
-//! Contiguous data goes through slices, so the compiler vectorizes the inner loops; strided and broadcast
-//! views go through `ndarray`'s `Zip`, which is slower but correct.
+//! Contiguous data goes through slices, so the compiler vectorizes the inner loops; strided views are copied
+//! to standard layout first (or, for an in-place destination, walked with `ndarray`'s `Zip`).
 //!
 //! | file | holds |
 //! | --- | --- |
@@ -43,8 +43,7 @@ pub const CHUNK: usize = 1 << 14;
 /// True when `pred` holds for every element (short-circuits per chunk).
 pub fn all<A: Copy + Send + Sync>(a: &ArcArray<A, IxDyn>, pred: impl Fn(A) -> bool + Sync + Send) -> bool {
     match a.as_slice() {
-        Some(s) if s.len() >= THRESHOLD => s.par_chunks(CHUNK).all(|c| c.iter().all(|&x| pred(x))),
-        Some(s) => s.iter().all(|&x| pred(x)),
+        Some(s) => !any(s, |x| !pred(x)),
         None => a.iter().all(|&x| pred(x)),
     }
 }
@@ -52,7 +51,7 @@ pub fn all<A: Copy + Send + Sync>(a: &ArcArray<A, IxDyn>, pred: impl Fn(A) -> bo
 /// True when `pred` holds for some element (short-circuits per chunk).
 pub fn any<A: Copy + Send + Sync>(s: &[A], pred: impl Fn(A) -> bool + Sync + Send) -> bool {
     if s.len() >= THRESHOLD {
-        s.par_chunks(CHUNK).any(|c| c.iter().any(|&x| pred(x)))
+        par_any(s.len().div_ceil(CHUNK), &|i| s[i * CHUNK..].iter().take(CHUNK).any(|&x| pred(x)))
     } else {
         s.iter().any(|&x| pred(x))
     }
@@ -64,6 +63,30 @@ pub fn map_indices<R: Send>(n: usize, work: usize, f: impl Fn(usize) -> R + Sync
     if work < THRESHOLD || n < 2 {
         (0..n).map(f).collect()
     } else {
-        (0..n).into_par_iter().map(f).collect()
+        par_map(n, &f)
     }
+}
+
+// The only calls into rayon. Loop bodies reach them as `dyn Fn`, called once per chunk, so rayon's
+// machinery is compiled once per element type rather than once per operation and dtype; the inner loops
+// stay monomorphic (and vectorized) inside the closures.
+
+/// `f(i, chunk_i)` for the chunks of `chunk` elements of `out`, in parallel.
+fn par_chunks_mut<C: Send>(out: &mut [C], chunk: usize, f: &(dyn Fn(usize, &mut [C]) + Sync)) {
+    out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+}
+
+/// `f(item)` for every item, in parallel.
+fn par_items<L: Send>(items: Vec<L>, f: &(dyn Fn(L) + Sync)) {
+    items.into_par_iter().for_each(f);
+}
+
+/// `[f(0), .., f(n - 1)]`, computed in parallel, in index order.
+fn par_map<R: Send>(n: usize, f: &(dyn Fn(usize) -> R + Sync)) -> Vec<R> {
+    (0..n).into_par_iter().map(f).collect()
+}
+
+/// True when `f(i)` holds for some `i` in `0..n` (in parallel, short-circuiting).
+fn par_any(n: usize, f: &(dyn Fn(usize) -> bool + Sync)) -> bool {
+    (0..n).into_par_iter().any(f)
 }

@@ -7,8 +7,6 @@
 //! the bits do not depend on `RAYON_NUM_THREADS` (rayon issue 663 describes the non-deterministic
 //! alternative).
 
-use rayon::prelude::*;
-
 use super::{CHUNK, THRESHOLD};
 
 /// An accumulator for [`sum_by`]: `f32` and `f64` add as IEEE floats, integers wrap (as numpy and XLA do).
@@ -54,7 +52,7 @@ where
     R: Send,
 {
     let mut level: Vec<R> = if s.len() >= THRESHOLD {
-        s.par_chunks(CHUNK).enumerate().map(|(i, c)| leaf(i * CHUNK, c)).collect()
+        super::par_map(s.len().div_ceil(CHUNK), &|i| leaf(i * CHUNK, &s[i * CHUNK..((i + 1) * CHUNK).min(s.len())]))
     } else {
         s.chunks(CHUNK).enumerate().map(|(i, c)| leaf(i * CHUNK, c)).collect()
     };
@@ -144,7 +142,13 @@ where
     }
     let data = &data[..n_rows * row_len];
     if data.len() >= THRESHOLD && row_len < THRESHOLD && n_rows > 1 {
-        data.par_chunks(row_len).with_min_len(THRESHOLD / row_len).map(f).collect()
+        // Groups of whole rows of about THRESHOLD elements each go to one task.
+        let per_task = (THRESHOLD / row_len).max(1);
+        let groups = super::par_map(n_rows.div_ceil(per_task), &|g| {
+            let rows = &data[g * per_task * row_len..((g + 1) * per_task * row_len).min(data.len())];
+            rows.chunks(row_len).map(&f).collect::<Vec<R>>()
+        });
+        groups.into_iter().flatten().collect()
     } else {
         data.chunks(row_len).map(f).collect()
     }

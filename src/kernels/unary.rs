@@ -1,15 +1,14 @@
 //! Unary elementwise loops: a new array ([`map`]), in place ([`map_inplace`]), or slice to slice
 //! ([`map_slice`]).
 
-use ndarray::{Array, ArrayBase, Data, DataMut, Dimension, Zip};
-use rayon::prelude::*;
+use ndarray::{Array, ArrayBase, Data, DataMut, Dimension};
 
 use super::{CHUNK, THRESHOLD};
 
 /// `f` applied to every element of `a`, in a new standard-layout array.
 ///
 /// Contiguous input goes through [`map_slice`] (parallel from [`super::THRESHOLD`] elements); strided input
-/// through `ndarray`'s `Zip`.
+/// is copied to standard layout first.
 ///
 /// # Examples
 /// ```
@@ -31,8 +30,7 @@ where
             map_slice(src, &mut out, f);
             Array::from_shape_vec(a.raw_dim(), out).expect("same length as the source")
         }
-        None if a.len() >= THRESHOLD => Zip::from(a).par_map_collect(|&x| f(x)),
-        None => a.map(|&x| f(x)),
+        None => map(&a.as_standard_layout(), f),
     }
 }
 
@@ -46,9 +44,7 @@ where
     if src.len() < THRESHOLD {
         dst.iter_mut().zip(src).for_each(|(o, &x)| *o = f(x));
     } else {
-        dst.par_chunks_mut(CHUNK)
-            .zip(src.par_chunks(CHUNK))
-            .for_each(|(o, s)| o.iter_mut().zip(s).for_each(|(o, &x)| *o = f(x)));
+        super::par_chunks_mut(dst, CHUNK, &|i, o| o.iter_mut().zip(&src[i * CHUNK..]).for_each(|(o, &x)| *o = f(x)));
     }
 }
 
@@ -62,9 +58,8 @@ where
 {
     let n = a.len();
     match a.as_slice_mut() {
-        Some(s) if n >= THRESHOLD => s.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|x| *x = f(*x))),
+        Some(s) if n >= THRESHOLD => super::par_chunks_mut(s, CHUNK, &|_, c| c.iter_mut().for_each(|x| *x = f(*x))),
         Some(s) => s.iter_mut().for_each(|x| *x = f(*x)),
-        None if n >= THRESHOLD => Zip::from(a).par_for_each(|x| *x = f(*x)),
         None => a.map_inplace(|x| *x = f(*x)),
     }
 }

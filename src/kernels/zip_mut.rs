@@ -1,8 +1,6 @@
 //! [`zip_mut`]: one fused loop over several slices of one length, some written in place. The optimizers'
 //! updates (`p -= lr * m / (sqrt(v) + eps)` with `m` and `v` updated in the same pass) are one call each.
 
-use rayon::prelude::*;
-
 use super::{CHUNK, THRESHOLD};
 use crate::error::{Error, Result};
 
@@ -167,7 +165,7 @@ pub fn zip_mut<L: Lanes>(lanes: L, f: impl Fn(L::Item) + Sync + Send) -> Result<
         rest = tail;
     }
     chunks.push(rest);
-    chunks.into_par_iter().for_each(|chunk| chunk.for_each(&f));
+    super::par_items(chunks, &|chunk: L| chunk.for_each(&f));
     Ok(())
 }
 
