@@ -17,7 +17,7 @@ use rayon::prelude::*;
 const SIZES: [usize; 3] = [1_000, 100_000, 10_000_000];
 
 fn values(n: usize, seed: f32) -> Vec<f32> {
-    (0..n).map(|i| ((i % 1000) as f32 * 0.001 + seed)).collect()
+    (0..n).map(|i| (i % 1000) as f32 * 0.001 + seed).collect()
 }
 
 fn add(c: &mut Criterion) {

@@ -10,6 +10,8 @@ use crate::tensor::{with_dtype, Tensor};
 
 /// Compares `a` and `b` (both of dtype `dtype`, broadcasting together) elementwise. NaN compares unequal to
 /// everything, itself included, as IEEE and numpy say.
+// `with_dtype!` instantiates the comparisons for bool too, where clippy would prefer `!x & y`.
+#[allow(clippy::bool_comparison)]
 pub(super) fn compare(op: BinaryOp, dtype: DType, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     with_dtype!(dtype, T => {
         let av = a.array::<T>()?.view();

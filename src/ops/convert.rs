@@ -72,7 +72,7 @@ impl Tensor {
             Scalar::F64(v) => {
                 let t = v.trunc();
                 // i64::MIN is exactly representable; 2^63 is the first float past i64::MAX.
-                if t >= -9_223_372_036_854_775_808.0 && t < 9_223_372_036_854_775_808.0 {
+                if (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&t) {
                     Ok(t as i64)
                 } else {
                     Err(refuse(format!("{v} does not fit int64")))

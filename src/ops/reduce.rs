@@ -255,6 +255,8 @@ fn output_dims(dims: &[usize], axes: &[usize], keepdims: bool) -> (Vec<usize>, V
     (kept, out)
 }
 
+// `with_dtype!` instantiates the comparison for bool too, where clippy would prefer `a & !b`.
+#[allow(clippy::bool_comparison)]
 fn arg_extreme(t: &Tensor, op: &'static str, axis: Option<isize>, keepdims: bool, max: bool) -> Result<Tensor> {
     let axes = normalize_axes(op, t.dims(), &Axes::from(axis))?;
     let (kept, out_dims) = output_dims(t.dims(), &axes, keepdims);
