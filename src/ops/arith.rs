@@ -290,7 +290,7 @@ mod tests {
 
     #[test]
     fn integer_division_by_zero_is_an_error() {
-        let err = Tensor::from([1u8, 2]).rem(&Tensor::from([1u8, 0])).unwrap_err();
+        let err = Tensor::from([1u8, 2]).rem(Tensor::from([1u8, 0])).unwrap_err();
         assert!(matches!(err, Error::DivisionByZero { op: "mod", dtype: DType::Uint8 }));
         assert_eq!(err.to_string(), "mod: integer division by zero (uint8)");
         let err = Tensor::from([true]).floor_div(false).unwrap_err();
@@ -336,7 +336,7 @@ mod tests {
         let mut i = Tensor::from([1i32, 2]);
         i.assign_add(1.5).unwrap();
         assert_eq!(i.to_vec::<i32>().unwrap(), vec![2, 3]);
-        let err = i.assign_add(&Tensor::zeros([2, 2], DType::Int32)).unwrap_err();
+        let err = i.assign_add(Tensor::zeros([2, 2], DType::Int32)).unwrap_err();
         assert!(matches!(err, Error::Broadcast { .. }));
         let mut shared = Tensor::from([1.0f32, 2.0]);
         let snapshot = shared.clone();

@@ -112,7 +112,7 @@ mod tests {
         let b = Tensor::from([true, false]);
         assert_eq!(b.bitor(false).unwrap().to_vec::<bool>().unwrap(), vec![true, false]);
         assert_eq!(b.invert().unwrap().to_vec::<bool>().unwrap(), vec![false, true]);
-        assert_eq!(b.bitand(&Tensor::from([3i8, 3])).unwrap().to_vec::<i8>().unwrap(), vec![1, 0]);
+        assert_eq!(b.bitand(Tensor::from([3i8, 3])).unwrap().to_vec::<i8>().unwrap(), vec![1, 0]);
         let f = Tensor::from([1.5f32, 0.0]);
         assert!(matches!(f.bitor(&f), Err(Error::UnsupportedDType { op: "bitwise_or", .. })));
         assert!(matches!(f.invert(), Err(Error::UnsupportedDType { op: "invert", .. })));

@@ -80,8 +80,8 @@ mod tests {
         assert_eq!(i.less(2.5).unwrap().to_vec::<bool>().unwrap(), vec![true, true, false]);
         assert_eq!(i.greater_equal(2).unwrap().to_vec::<bool>().unwrap(), vec![false, true, true]);
         let u = Tensor::from([255u8]);
-        assert_eq!(u.greater(&Tensor::from([-1i8])).unwrap().to_vec::<bool>().unwrap(), vec![true]);
-        let err = i.equal(&Tensor::from([1i32, 2])).unwrap_err();
+        assert_eq!(u.greater(Tensor::from([-1i8])).unwrap().to_vec::<bool>().unwrap(), vec![true]);
+        let err = i.equal(Tensor::from([1i32, 2])).unwrap_err();
         assert!(matches!(err, crate::Error::Broadcast { op: "equal", .. }));
     }
 }

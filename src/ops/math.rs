@@ -273,7 +273,7 @@ mod tests {
         assert_eq!(b.abs().unwrap().dtype(), DType::Bool);
         assert!(matches!(Tensor::from([1i32]).sigmoid(), Err(Error::UnsupportedDType { .. })));
         assert_eq!(Tensor::from([1u8]).tanh().unwrap().dtype(), DType::Float32);
-        assert_eq!(unary(UnaryOp::Exp, &Tensor::from([1i8]), DType::Float16).unwrap().dtype(), DType::Float16);
+        assert_eq!(unary(UnaryOp::Exp, Tensor::from([1i8]), DType::Float16).unwrap().dtype(), DType::Float16);
         assert_eq!(Tensor::from([-2i8, 3]).relu().unwrap().to_vec::<i8>().unwrap(), vec![0, 3]);
         assert_eq!(Tensor::from([200u8]).neg().unwrap().to_vec::<u8>().unwrap(), vec![56]);
         assert_eq!(Tensor::from([i8::MIN]).abs().unwrap().to_vec::<i8>().unwrap(), vec![i8::MIN]);

@@ -27,7 +27,7 @@ fn run_all(x: &[f32], cols: usize) -> Vec<Tensor> {
     let h = t.cast(DType::Float16);
     let mut out = vec![
         t.add(&row).unwrap(),
-        t.mul(0.5).unwrap().sub(&t.transpose().transpose()).unwrap(),
+        t.mul(0.5).unwrap().sub(t.transpose().transpose()).unwrap(),
         t.exp().unwrap(),
         h.mul(&h).unwrap(),
         t.sum(Axes::All, false).unwrap(),
