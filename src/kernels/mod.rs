@@ -3,49 +3,92 @@
 //!
 //! Work is cut into fixed-size chunks of [`CHUNK`] elements whatever the thread count, and below
 //! [`THRESHOLD`] elements it stays on the calling thread. Elementwise results never depend on how chunks are
-//! scheduled; reductions combine chunk results in chunk order, so they are bit-identical for any
-//! `RAYON_NUM_THREADS`.
+//! scheduled; reductions ([`reduce`]) fold each chunk in a fixed order and combine the chunk results in a fixed
+//! pairwise tree, so they are bit-identical for any `RAYON_NUM_THREADS`.
+//!
+//! Contiguous data goes through slices, so the compiler vectorizes the inner loops; strided views are copied
+//! to standard layout first (or, for an in-place destination, walked with `ndarray`'s `Zip`).
+//!
+//! | file | holds |
+//! | --- | --- |
+//! | [`unary`] | `map` (new array), `map_inplace`, `map_slice` |
+//! | [`binary`] | `zip_map` with broadcasting, `zip_map_assign` (in place), `zip3_map` (`where`), `broadcast_shapes` |
+//! | [`zip_mut`] | `zip_mut` over tuples of slices: the fused in-place updates of the optimizers |
+//! | [`reduce`] | `sum_by`, `min_max_by`, `argmax_by`, `fold_chunks`, `map_rows` |
 
-use ndarray::{ArcArray, Array, ArrayBase, Data, Dimension, IxDyn};
+pub mod binary;
+pub mod reduce;
+pub mod unary;
+pub mod zip_mut;
+
+use ndarray::{ArcArray, IxDyn};
 use rayon::prelude::*;
 
 mod fill;
+pub use binary::{broadcast_shapes, zip3_map, zip_map, zip_map_assign};
 pub use fill::fill_indexed;
+pub use reduce::{argmax_by, fold_chunks, map_rows, min_max_by, sum_by, Acc};
+pub use unary::{map, map_inplace, map_slice};
+pub use zip_mut::{zip_mut, Lanes};
 
 /// Elements below which a loop stays on the calling thread.
-pub const THRESHOLD: usize = 1 << 15;
-/// Elements per parallel chunk (and per leaf of a reduction tree).
-pub const CHUNK: usize = 1 << 14;
+///
+/// Measured with `cargo bench --bench kernels -- threshold` on the 2-core reference machine: an in-place f32
+/// add split over two threads first beats the single-thread loop between 32 Ki and 64 Ki elements (at 16 Ki
+/// the rayon hand-off still costs more than it saves).
+pub const THRESHOLD: usize = 1 << 16;
 
-/// `f` applied to every element of `a`, in a new standard-layout array.
-pub fn map<S, A, B, D>(a: &ArrayBase<S, D>, f: impl Fn(A) -> B + Sync + Send) -> Array<B, D>
-where
-    S: Data<Elem = A>,
-    A: Copy + Send + Sync,
-    B: Copy + Send + Sync + Default,
-    D: Dimension,
-{
-    match a.as_slice() {
-        Some(src) => {
-            let mut out = vec![B::default(); src.len()];
-            if src.len() < THRESHOLD {
-                out.iter_mut().zip(src).for_each(|(o, &x)| *o = f(x));
-            } else {
-                out.par_chunks_mut(CHUNK)
-                    .zip(src.par_chunks(CHUNK))
-                    .for_each(|(o, s)| o.iter_mut().zip(s).for_each(|(o, &x)| *o = f(x)));
-            }
-            Array::from_shape_vec(a.raw_dim(), out).expect("same length as the source")
-        }
-        None => a.map(|&x| f(x)),
-    }
-}
+/// Elements per parallel chunk (and per leaf of a reduction tree). Fixed: reductions depend on it, so changing
+/// it changes the bits of float sums.
+pub const CHUNK: usize = 1 << 14;
 
 /// True when `pred` holds for every element (short-circuits per chunk).
 pub fn all<A: Copy + Send + Sync>(a: &ArcArray<A, IxDyn>, pred: impl Fn(A) -> bool + Sync + Send) -> bool {
     match a.as_slice() {
-        Some(s) if s.len() >= THRESHOLD => s.par_chunks(CHUNK).all(|c| c.iter().all(|&x| pred(x))),
-        Some(s) => s.iter().all(|&x| pred(x)),
+        Some(s) => !any(s, |x| !pred(x)),
         None => a.iter().all(|&x| pred(x)),
     }
+}
+
+/// True when `pred` holds for some element (short-circuits per chunk).
+pub fn any<A: Copy + Send + Sync>(s: &[A], pred: impl Fn(A) -> bool + Sync + Send) -> bool {
+    if s.len() >= THRESHOLD {
+        par_any(s.len().div_ceil(CHUNK), &|i| s[i * CHUNK..].iter().take(CHUNK).any(|&x| pred(x)))
+    } else {
+        s.iter().any(|&x| pred(x))
+    }
+}
+
+/// Runs `f(index)` for `0..n` and collects the results in index order (in parallel when `work`, the total
+/// number of elements the calls touch, reaches [`THRESHOLD`]). Used for batched matmul and per-row work.
+pub fn map_indices<R: Send>(n: usize, work: usize, f: impl Fn(usize) -> R + Sync + Send) -> Vec<R> {
+    if work < THRESHOLD || n < 2 {
+        (0..n).map(f).collect()
+    } else {
+        par_map(n, &f)
+    }
+}
+
+// The only calls into rayon. Loop bodies reach them as `dyn Fn`, called once per chunk, so rayon's
+// machinery is compiled once per element type rather than once per operation and dtype; the inner loops
+// stay monomorphic (and vectorized) inside the closures.
+
+/// `f(i, chunk_i)` for the chunks of `chunk` elements of `out`, in parallel.
+fn par_chunks_mut<C: Send>(out: &mut [C], chunk: usize, f: &(dyn Fn(usize, &mut [C]) + Sync)) {
+    out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+}
+
+/// `f(item)` for every item, in parallel.
+fn par_items<L: Send>(items: Vec<L>, f: &(dyn Fn(L) + Sync)) {
+    items.into_par_iter().for_each(f);
+}
+
+/// `[f(0), .., f(n - 1)]`, computed in parallel, in index order.
+fn par_map<R: Send>(n: usize, f: &(dyn Fn(usize) -> R + Sync)) -> Vec<R> {
+    (0..n).into_par_iter().map(f).collect()
+}
+
+/// True when `f(i)` holds for some `i` in `0..n` (in parallel, short-circuiting).
+fn par_any(n: usize, f: &(dyn Fn(usize) -> bool + Sync)) -> bool {
+    (0..n).into_par_iter().any(f)
 }

@@ -21,7 +21,6 @@ pub(crate) trait OptReal: Real {
     fn of(x: f64) -> Self;
     fn powf(self, e: Self) -> Self;
     fn max(self, o: Self) -> Self;
-    fn min(self, o: Self) -> Self;
 }
 
 macro_rules! opt_real {
@@ -33,8 +32,6 @@ macro_rules! opt_real {
             fn powf(self, e: Self) -> Self { $t::powf(self, e) }
             #[inline(always)]
             fn max(self, o: Self) -> Self { if self >= o || self.is_nan() { self } else { o } }
-            #[inline(always)]
-            fn min(self, o: Self) -> Self { if self <= o || self.is_nan() { self } else { o } }
         }
     )*};
 }
@@ -73,7 +70,14 @@ pub(crate) trait Rule: Send + Sync + fmt::Debug {
 
     /// Updates `p` and its slots in one pass from the gradient `g`, each gradient element first mapped by
     /// `gmap` (clipping).
-    fn update<T, G>(&self, p: &mut [T], slots: &mut Slots<'_, T>, g: &[T], k: &UpdateConsts<T::C>, gmap: G) -> Result<()>
+    fn update<T, G>(
+        &self,
+        p: &mut [T],
+        slots: &mut Slots<'_, T>,
+        g: &[T],
+        k: &UpdateConsts<T::C>,
+        gmap: G,
+    ) -> Result<()>
     where
         T: Float,
         T::C: OptReal,
@@ -123,18 +127,24 @@ impl Core {
         Error::InvalidArgument { op: "Optimizer::build", arg, reason }
     }
 
-    pub(crate) fn build(&mut self, state: &mut StateStore, vars: &[Variable], slots: &[(&'static str, f64)]) -> Result<()> {
+    pub(crate) fn build(
+        &mut self,
+        state: &mut StateStore,
+        vars: &[Variable],
+        slots: &[(&'static str, f64)],
+    ) -> Result<()> {
         let o = &self.options;
         let clips = [o.clipnorm, o.clipvalue, o.global_clipnorm].iter().filter(|c| c.is_some()).count();
         if clips > 1 {
-            return Err(self.invalid(
-                "clipnorm",
-                "set at most one of clipnorm, clipvalue and global_clipnorm".to_string(),
-            ));
+            return Err(
+                self.invalid("clipnorm", "set at most one of clipnorm, clipvalue and global_clipnorm".to_string())
+            );
         }
-        for (arg, value) in [("clipnorm", o.clipnorm), ("clipvalue", o.clipvalue), ("global_clipnorm", o.global_clipnorm)] {
+        for (arg, value) in
+            [("clipnorm", o.clipnorm), ("clipvalue", o.clipvalue), ("global_clipnorm", o.global_clipnorm)]
+        {
             if let Some(v) = value {
-                if !(v > 0.0) {
+                if v.is_nan() || v <= 0.0 {
                     return Err(self.invalid(arg, format!("must be positive, got {v}")));
                 }
             }
@@ -142,7 +152,10 @@ impl Core {
         for var in vars {
             state.get(var)?;
             if !var.dtype().is_float() {
-                return Err(self.invalid("vars", format!("`{}` has dtype {}; only float variables train", var.path(), var.dtype())));
+                return Err(self.invalid(
+                    "vars",
+                    format!("`{}` has dtype {}; only float variables train", var.path(), var.dtype()),
+                ));
             }
         }
         // Work on a copy so that a failure leaves `state` as it was.
@@ -154,12 +167,14 @@ impl Core {
                     VariableSpec::new(Tensor::scalar(0i32)).name("iteration").name_scope(self.name).trainable(false),
                 )?;
                 let learning_rate = match &self.options.learning_rate {
-                    LearningRate::Constant(rate) => Some(next.create(
-                        VariableSpec::new(Tensor::scalar(*rate as f32))
-                            .name("learning_rate")
-                            .name_scope(self.name)
-                            .trainable(false),
-                    )?),
+                    LearningRate::Constant(rate) => Some(
+                        next.create(
+                            VariableSpec::new(Tensor::scalar(*rate as f32))
+                                .name("learning_rate")
+                                .name_scope(self.name)
+                                .trainable(false),
+                        )?,
+                    ),
                     LearningRate::Schedule(_) => None,
                 };
                 Built { iteration, learning_rate, order: Vec::new(), slots: HashMap::new() }
@@ -171,9 +186,12 @@ impl Core {
             }
             let base = var.path().replace('/', "_");
             let mut handles = Vec::with_capacity(slots.len());
-            for &(slot, init) in slots {
+            // As Keras, a variable that takes its gradient as its value gets no slots.
+            let needs_slots = !next.overwrite_with_gradient(var)?;
+            for &(slot, init) in slots.iter().filter(|_| needs_slots) {
                 let value = Tensor::full(var.shape(), var.dtype(), init);
-                let spec = VariableSpec::new(value).name(format!("{base}_{slot}")).name_scope(self.name).trainable(false);
+                let spec =
+                    VariableSpec::new(value).name(format!("{base}_{slot}")).name_scope(self.name).trainable(false);
                 handles.push(next.create(spec)?);
             }
             built.order.push(var.clone());
@@ -222,6 +240,16 @@ impl Core {
             }
             if !state.trainable(var)? {
                 return Err(Error::FrozenGradient { path: var.path().to_string() });
+            }
+            if b.slots[var].len() != rule.slots().len() && !state.overwrite_with_gradient(var)? {
+                return Err(Error::InvalidArgument {
+                    op: "Optimizer::apply",
+                    arg: "grads",
+                    reason: format!(
+                        "`{}` was built with overwrite_with_gradient and has no slots; build a new optimizer",
+                        var.path()
+                    ),
+                });
             }
             if grad.dims() != var.shape().dims() {
                 return Err(Error::ShapeMismatch {
@@ -298,7 +326,8 @@ impl Core {
         if let Some((clip, norm)) = global {
             // Keras's clip_by_global_norm: scale = clip * min(1 / norm, 1 / clip), NaN when the norm is not finite.
             let (clip, norm) = (single(clip), single(norm));
-            let scale = single(clip * single((1.0 / norm).min(1.0 / clip))) + (norm - norm);
+            let nan_if_not_finite = if norm.is_finite() { 0.0 } else { f64::NAN };
+            let scale = single(clip * single((1.0 / norm).min(1.0 / clip))) + nan_if_not_finite;
             return Ok(GradMap { mul: scale, ..GradMap::IDENTITY });
         }
         if let Some(v) = self.options.clipvalue {

@@ -213,7 +213,11 @@ macro_rules! common_options {
                 let slots = self.rule.slots();
                 self.core.build(state, vars, &slots)
             }
-            fn apply(&self, state: $crate::StateStore, grads: &$crate::grad::Grads) -> $crate::Result<$crate::StateStore> {
+            fn apply(
+                &self,
+                state: $crate::StateStore,
+                grads: &$crate::grad::Grads,
+            ) -> $crate::Result<$crate::StateStore> {
                 self.core.apply(&self.rule, state, grads)
             }
             fn built_variables(&self) -> Vec<$crate::Variable> {

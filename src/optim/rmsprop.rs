@@ -81,14 +81,22 @@ impl Rule for RmsRule {
         slots
     }
 
-    fn update<T, G>(&self, p: &mut [T], slots: &mut Slots<'_, T>, g: &[T], k: &UpdateConsts<T::C>, gmap: G) -> Result<()>
+    fn update<T, G>(
+        &self,
+        p: &mut [T],
+        slots: &mut Slots<'_, T>,
+        g: &[T],
+        k: &UpdateConsts<T::C>,
+        gmap: G,
+    ) -> Result<()>
     where
         T: Float,
         T::C: OptReal,
         G: Fn(T::C) -> T::C + Sync + Send + Copy,
     {
         let of = <T::C as OptReal>::of;
-        let (rho, one_minus_rho, eps, momentum) = (of(self.rho), of(1.0 - self.rho), of(self.epsilon), of(self.momentum));
+        let (rho, one_minus_rho, eps, momentum) =
+            (of(self.rho), of(1.0 - self.rho), of(self.epsilon), of(self.momentum));
         let k = *k;
         let lr = k.lr;
         let velocity = move |v: T::C, g: T::C| rho * v + one_minus_rho * (g * g);

@@ -84,7 +84,12 @@ impl PiecewiseConstantDecay {
             return Err(Error::InvalidArgument {
                 op: "PiecewiseConstantDecay",
                 arg: "values",
-                reason: format!("needs {} values for {} boundaries, got {}", boundaries.len() + 1, boundaries.len(), values.len()),
+                reason: format!(
+                    "needs {} values for {} boundaries, got {}",
+                    boundaries.len() + 1,
+                    boundaries.len(),
+                    values.len()
+                ),
             });
         }
         if boundaries.windows(2).any(|w| w[0] >= w[1]) {
@@ -124,7 +129,11 @@ impl CosineDecay {
     /// [`Error::InvalidArgument`] when `decay_steps` is not positive.
     pub fn new(initial_learning_rate: f64, decay_steps: u64, alpha: f64) -> Result<Self> {
         if decay_steps == 0 {
-            return Err(Error::InvalidArgument { op: "CosineDecay", arg: "decay_steps", reason: "must be positive".into() });
+            return Err(Error::InvalidArgument {
+                op: "CosineDecay",
+                arg: "decay_steps",
+                reason: "must be positive".into(),
+            });
         }
         Ok(CosineDecay {
             initial_learning_rate: initial_learning_rate as f32,

@@ -59,7 +59,14 @@ impl Rule for SgdRule {
         }
     }
 
-    fn update<T, G>(&self, p: &mut [T], slots: &mut Slots<'_, T>, g: &[T], k: &UpdateConsts<T::C>, gmap: G) -> Result<()>
+    fn update<T, G>(
+        &self,
+        p: &mut [T],
+        slots: &mut Slots<'_, T>,
+        g: &[T],
+        k: &UpdateConsts<T::C>,
+        gmap: G,
+    ) -> Result<()>
     where
         T: Float,
         T::C: OptReal,

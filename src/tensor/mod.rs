@@ -7,12 +7,14 @@
 mod construct;
 mod display;
 mod element;
+mod index;
 mod shape;
 
 use half::{bf16, f16};
 use ndarray::{ArcArray, ArrayD, ArrayViewD, IxDyn};
 
 pub use element::{Element, Scalar};
+pub use index::Idx;
 pub use shape::Shape;
 
 use crate::dtype::DType;

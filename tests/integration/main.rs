@@ -2,6 +2,9 @@
 
 mod checkpoint;
 mod init;
+mod kernels;
+mod ops;
+mod optim;
 mod props;
 mod random;
 mod scope;

@@ -64,8 +64,12 @@ fn optimizer_for(config: &Value) -> Box<dyn Optimizer> {
                         .unwrap(),
                     ),
                     "CosineDecay" => opt.learning_rate(
-                        CosineDecay::new(f(&c["initial_learning_rate"]), c["decay_steps"].as_u64().unwrap(), f(&c["alpha"]))
-                            .unwrap(),
+                        CosineDecay::new(
+                            f(&c["initial_learning_rate"]),
+                            c["decay_steps"].as_u64().unwrap(),
+                            f(&c["alpha"]),
+                        )
+                        .unwrap(),
                     ),
                     other => panic!("unknown schedule {other}"),
                 };
@@ -77,8 +81,12 @@ fn optimizer_for(config: &Value) -> Box<dyn Optimizer> {
         "SGD" => with_common!(Sgd::new(lr.unwrap_or(0.01))
             .momentum(kw.get("momentum").map(f).unwrap_or(0.0))
             .nesterov(kw.get("nesterov").and_then(Value::as_bool).unwrap_or(false))),
-        "Adam" => with_common!(Adam::new(lr.unwrap_or(0.001)).amsgrad(kw.get("amsgrad").and_then(Value::as_bool).unwrap_or(false))),
-        "AdamW" => with_common!(AdamW::new(lr.unwrap_or(0.001)).amsgrad(kw.get("amsgrad").and_then(Value::as_bool).unwrap_or(false))),
+        "Adam" => with_common!(
+            Adam::new(lr.unwrap_or(0.001)).amsgrad(kw.get("amsgrad").and_then(Value::as_bool).unwrap_or(false))
+        ),
+        "AdamW" => with_common!(
+            AdamW::new(lr.unwrap_or(0.001)).amsgrad(kw.get("amsgrad").and_then(Value::as_bool).unwrap_or(false))
+        ),
         "RMSprop" => with_common!(RmsProp::new(lr.unwrap_or(0.001))
             .rho(kw.get("rho").map(f).unwrap_or(0.9))
             .momentum(kw.get("momentum").map(f).unwrap_or(0.0))
@@ -102,7 +110,8 @@ fn trajectories_match_keras() {
     let fixture: Value = serde_json::from_str(FIXTURE).unwrap();
     let initial = &fixture["initial"];
     let paths = ["dense/kernel", "dense/bias", "scale"];
-    let shapes: HashMap<&str, Vec<usize>> = [("dense/kernel", vec![2, 3]), ("dense/bias", vec![3]), ("scale", vec![2])].into();
+    let shapes: HashMap<&str, Vec<usize>> =
+        [("dense/kernel", vec![2, 3]), ("dense/bias", vec![3]), ("scale", vec![2])].into();
     for config in fixture["configs"].as_array().unwrap() {
         let name = config["name"].as_str().unwrap();
         let mut state = StateStore::new();
@@ -122,15 +131,23 @@ fn trajectories_match_keras() {
         }
         let mut opt = optimizer_for(config);
         opt.build(&mut state, &vars).unwrap();
-        let keras_paths: Vec<&str> = config["optimizer_variables"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+        // Keras names the second SGD of a session `sgd_1`; ours are per store, so strip Keras's instance suffix.
+        let ours_path = |keras: &str| -> String {
+            let (scope, rest) = keras.split_once('/').unwrap();
+            format!("{}/{rest}", if scope.starts_with(opt.name()) { opt.name() } else { scope })
+        };
+        let keras_paths: Vec<String> =
+            config["optimizer_variables"].as_array().unwrap().iter().map(|p| ours_path(p.as_str().unwrap())).collect();
         let ours: Vec<String> = opt.variables().iter().map(|v| v.path().to_string()).collect();
         let mut sorted_keras = keras_paths.clone();
         sorted_keras.sort();
-        let mut sorted_ours: Vec<&str> = ours.iter().map(String::as_str).collect();
+        let mut sorted_ours = ours.clone();
         sorted_ours.sort();
         assert_eq!(sorted_ours, sorted_keras, "{name}: optimizer variable paths");
 
-        for (step, (grads, want)) in fixture["grads"].as_array().unwrap().iter().zip(config["steps"].as_array().unwrap()).enumerate() {
+        for (step, (grads, want)) in
+            fixture["grads"].as_array().unwrap().iter().zip(config["steps"].as_array().unwrap()).enumerate()
+        {
             let grads = Grads::from_pairs(vars.iter().map(|v| {
                 (v.clone(), Tensor::from_shape_vec(shapes[v.path()].clone(), floats(&grads[v.path()])).unwrap())
             }))
@@ -138,10 +155,14 @@ fn trajectories_match_keras() {
             state = opt.apply(state, &grads).unwrap();
             for v in &vars {
                 let got = state.get(v).unwrap().to_vec::<f32>().unwrap();
-                assert_close(&format!("{name} step {} {}", step + 1, v.path()), &got, &floats(&want["params"][v.path()]));
+                assert_close(
+                    &format!("{name} step {} {}", step + 1, v.path()),
+                    &got,
+                    &floats(&want["params"][v.path()]),
+                );
             }
             for (path, value) in want["optimizer"].as_object().unwrap() {
-                let var = state.find(path).unwrap();
+                let var = state.find(&ours_path(path)).unwrap();
                 let got = state.get(&var).unwrap().cast(purestate::DType::Float32).to_vec::<f32>().unwrap();
                 assert_close(&format!("{name} step {} {path}", step + 1), &got, &floats(value));
             }
@@ -201,7 +222,7 @@ fn non_float_variables_cannot_be_optimized() {
 fn unshared_state_is_updated_in_place_and_snapshots_are_untouched() {
     let (mut state, w) = one_var();
     let mut opt = Adam::new(0.1);
-    opt.build(&mut state, &[w.clone()]).unwrap();
+    opt.build(&mut state, std::slice::from_ref(&w)).unwrap();
     let grads = Grads::from_pairs([(w.clone(), Tensor::from(vec![0.5f32; 4]))]).unwrap();
     let state = opt.apply(state, &grads).unwrap(); // first step: buffers become the optimizer's own
     let ptr = state.get(&w).unwrap().as_ptr();
@@ -234,7 +255,7 @@ fn constraints_apply_after_the_update() {
     let mut state = StateStore::new();
     let w = state.create(VariableSpec::new(Tensor::from([0.05f32, 1.0])).name("w").constraint(Clamp)).unwrap();
     let mut opt = Sgd::new(1.0);
-    opt.build(&mut state, &[w.clone()]).unwrap();
+    opt.build(&mut state, std::slice::from_ref(&w)).unwrap();
     let next = opt.apply(state, &Grads::from_pairs([(w.clone(), Tensor::from([1.0f32, 0.5]))]).unwrap()).unwrap();
     assert_eq!(next.get(&w).unwrap().to_vec::<f32>().unwrap(), [0.0, 0.5]);
 }

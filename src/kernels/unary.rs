@@ -1,0 +1,92 @@
+//! Unary elementwise loops: a new array ([`map`]), in place ([`map_inplace`]), or slice to slice
+//! ([`map_slice`]).
+
+use ndarray::{Array, ArrayBase, Data, DataMut, Dimension};
+
+use super::{CHUNK, THRESHOLD};
+
+/// `f` applied to every element of `a`, in a new standard-layout array.
+///
+/// Contiguous input goes through [`map_slice`] (parallel from [`super::THRESHOLD`] elements); strided input
+/// is copied to standard layout first.
+///
+/// # Examples
+/// ```
+/// let a = ndarray::arr1(&[1.0f32, 4.0, 9.0]);
+/// let r = purestate::kernels::map(&a, |x: f32| x.sqrt());
+/// assert_eq!(r.to_vec(), vec![1.0, 2.0, 3.0]);
+/// ```
+pub fn map<S, A, B, D>(a: &ArrayBase<S, D>, f: impl Fn(A) -> B + Sync + Send) -> Array<B, D>
+where
+    S: Data<Elem = A>,
+    A: Copy + Send + Sync,
+    B: Copy + Send + Sync + Default,
+    D: Dimension,
+{
+    match a.as_slice() {
+        Some(src) => {
+            // `vec![zero; n]` comes from `calloc`: no zero-fill pass, pages are touched once by the loop.
+            let mut out = vec![B::default(); src.len()];
+            map_slice(src, &mut out, f);
+            Array::from_shape_vec(a.raw_dim(), out).expect("same length as the source")
+        }
+        None => map(&a.as_standard_layout(), f),
+    }
+}
+
+/// Writes `f(src[i])` into `dst[i]`. `dst` and `src` must have the same length (the shorter one bounds the
+/// loop otherwise).
+pub fn map_slice<A, B>(src: &[A], dst: &mut [B], f: impl Fn(A) -> B + Sync + Send)
+where
+    A: Copy + Send + Sync,
+    B: Send,
+{
+    if src.len() < THRESHOLD {
+        dst.iter_mut().zip(src).for_each(|(o, &x)| *o = f(x));
+    } else {
+        super::par_chunks_mut(dst, CHUNK, &|i, o| o.iter_mut().zip(&src[i * CHUNK..]).for_each(|(o, &x)| *o = f(x)));
+    }
+}
+
+/// Replaces every element `x` of `a` by `f(x)`, in place. On an `ArcArray` whose buffer is shared this
+/// copies the buffer first (copy on write).
+pub fn map_inplace<S, A, D>(a: &mut ArrayBase<S, D>, f: impl Fn(A) -> A + Sync + Send)
+where
+    S: DataMut<Elem = A>,
+    A: Copy + Send + Sync,
+    D: Dimension,
+{
+    let n = a.len();
+    match a.as_slice_mut() {
+        Some(s) if n >= THRESHOLD => super::par_chunks_mut(s, CHUNK, &|_, c| c.iter_mut().for_each(|x| *x = f(*x))),
+        Some(s) => s.iter_mut().for_each(|x| *x = f(*x)),
+        None => a.map_inplace(|x| *x = f(*x)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array1, Array2, Axis, Slice};
+
+    #[test]
+    fn map_handles_contiguous_strided_and_large() {
+        let a = Array2::from_shape_fn((3, 4), |(i, j)| (i * 4 + j) as i32);
+        assert_eq!(map(&a, |x| x * 2)[[2, 3]], 22);
+        let t = a.t();
+        assert_eq!(map(&t, |x| x + 1)[[3, 2]], 12);
+        let big = Array1::from_shape_fn(THRESHOLD * 2 + 3, |i| i as f64);
+        let r = map(&big.slice_axis(Axis(0), Slice::new(0, None, 2)), |x| x * 0.5);
+        assert_eq!(r[r.len() - 1], big[big.len() - 1] * 0.5);
+    }
+
+    #[test]
+    fn map_inplace_matches_map() {
+        for n in [10, THRESHOLD + 17] {
+            let mut a = Array1::from_shape_fn(n, |i| i as f32);
+            let expected = map(&a, |x| x * 3.0 - 1.0);
+            map_inplace(&mut a, |x| x * 3.0 - 1.0);
+            assert_eq!(a, expected);
+        }
+    }
+}

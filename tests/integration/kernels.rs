@@ -1,0 +1,86 @@
+//! Every kernel gives bit-identical output with 1, 2 and 7 rayon threads (local pools), reductions included.
+
+use proptest::prelude::*;
+use purestate::ops::{Axes, BinaryOp};
+use purestate::{kernels, DType, Tensor};
+use rayon::ThreadPoolBuilder;
+
+/// Values with varied magnitudes and signs, so float sums depend on their order.
+fn data(len: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let unit = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            unit * 10f32.powi((state % 7) as i32 - 3)
+        })
+        .collect()
+}
+
+/// Everything computed from `x` (rows of `cols`), as tensors and raw bits.
+fn run_all(x: &[f32], cols: usize) -> Vec<Tensor> {
+    let rows = x.len() / cols;
+    let t = Tensor::from_shape_vec([rows, cols], x[..rows * cols].to_vec()).unwrap();
+    let row = Tensor::from(x[..cols].to_vec());
+    let h = t.cast(DType::Float16);
+    let mut out = vec![
+        t.add(&row).unwrap(),
+        t.mul(0.5).unwrap().sub(t.transpose().transpose()).unwrap(),
+        t.exp().unwrap(),
+        h.mul(&h).unwrap(),
+        t.sum(Axes::All, false).unwrap(),
+        t.sum(0, false).unwrap(),
+        t.sum(1, true).unwrap(),
+        t.mean(Axes::All, false).unwrap(),
+        h.sum(Axes::All, false).unwrap(),
+        t.max(Axes::All, false).unwrap(),
+        t.min(0, false).unwrap(),
+        t.norm(Axes::All, false).unwrap(),
+        t.argmax(None, false).unwrap(),
+        t.argmax(Some(1), false).unwrap(),
+        t.softmax(-1).unwrap(),
+        purestate::ops::binary(BinaryOp::Mod, &t, 0.3, DType::Float32).unwrap(),
+    ];
+    let mut p = x.to_vec();
+    let mut m = vec![0.0f32; x.len()];
+    kernels::zip_mut((&mut p[..], &mut m[..], x), |(p, m, g)| {
+        *m = 0.9 * *m + 0.1 * g;
+        *p -= 0.01 * *m / (m.abs().sqrt() + 1e-7);
+    })
+    .unwrap();
+    out.push(Tensor::from(p));
+    out.push(Tensor::scalar(kernels::sum_by(x, |v| f64::from(v) * 1e-3)));
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn kernels_ignore_the_thread_count(len in 1usize..300_000, cols in 1usize..700, seed in any::<u64>()) {
+        let x = data(len.max(cols), seed);
+        let results: Vec<Vec<Tensor>> = [1, 2, 7]
+            .iter()
+            .map(|&n| ThreadPoolBuilder::new().num_threads(n).build().unwrap().install(|| run_all(&x, cols)))
+            .collect();
+        for (i, (a, b)) in results[0].iter().zip(&results[1]).enumerate() {
+            prop_assert!(a.bit_eq(b), "output {} differs between 1 and 2 threads", i);
+        }
+        for (i, (a, b)) in results[0].iter().zip(&results[2]).enumerate() {
+            prop_assert!(a.bit_eq(b), "output {} differs between 1 and 7 threads", i);
+        }
+    }
+}
+
+#[test]
+fn large_sum_is_the_same_tree_on_every_pool() {
+    let x = data(1 << 20, 42);
+    let sums: Vec<u32> = [1, 2, 7]
+        .iter()
+        .map(|&n| ThreadPoolBuilder::new().num_threads(n).build().unwrap().install(|| kernels::sum_by(&x, |v| v)))
+        .map(f32::to_bits)
+        .collect();
+    assert!(sums.iter().all(|&s| s == sums[0]), "{sums:?}");
+}
