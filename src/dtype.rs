@@ -323,6 +323,90 @@ pub fn result_type(operands: &[Operand], floatx: DType) -> DType {
     result_type_weak(operands, floatx).0
 }
 
+/// A dtype policy (Keras: `keras.DTypePolicy`): the dtype float variables are stored in and the dtype
+/// computations run in. `mixed_float16` and `mixed_bfloat16` store in float32 and compute in 16 bits.
+///
+/// A store built with [`StateStore::with_policy`](crate::StateStore::with_policy) creates float variables
+/// from initializers in the variable dtype, and scopes over it read variables that have `autocast` in the
+/// compute dtype. Optimizer updates stay in the variable's dtype.
+///
+/// # Examples
+/// ```
+/// use purestate::dtype::{DType, Policy};
+/// let p: Policy = "mixed_bfloat16".parse()?;
+/// assert_eq!((p.variable_dtype(), p.compute_dtype()), (DType::Float32, DType::Bfloat16));
+/// assert_eq!(p.to_string(), "mixed_bfloat16");
+/// # Ok::<(), purestate::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Policy {
+    variable: DType,
+    compute: DType,
+}
+
+impl Policy {
+    /// `mixed_float16`: float32 variables, float16 computations.
+    pub const MIXED_FLOAT16: Policy = Policy { variable: DType::Float32, compute: DType::Float16 };
+    /// `mixed_bfloat16`: float32 variables, bfloat16 computations.
+    pub const MIXED_BFLOAT16: Policy = Policy { variable: DType::Float32, compute: DType::Bfloat16 };
+
+    /// The policy that stores and computes in one float dtype (`"float32"`, ...).
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedDType`] for a non-float dtype.
+    pub fn uniform(dtype: DType) -> Result<Policy> {
+        if !dtype.is_float() {
+            return Err(Error::UnsupportedDType { op: "Policy", dtype });
+        }
+        Ok(Policy { variable: dtype, compute: dtype })
+    }
+
+    /// The dtype float variables are stored in.
+    pub fn variable_dtype(&self) -> DType {
+        self.variable
+    }
+
+    /// The dtype computations run in.
+    pub fn compute_dtype(&self) -> DType {
+        self.compute
+    }
+
+    /// True when the two dtypes differ.
+    pub fn is_mixed(&self) -> bool {
+        self.variable != self.compute
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_mixed() {
+            write!(f, "mixed_{}", self.compute)
+        } else {
+            write!(f, "{}", self.variable)
+        }
+    }
+}
+
+impl FromStr for Policy {
+    type Err = Error;
+
+    /// Keras's policy names: a float dtype name, `"mixed_float16"` or `"mixed_bfloat16"`.
+    fn from_str(name: &str) -> Result<Self> {
+        match name {
+            "mixed_float16" => Ok(Policy::MIXED_FLOAT16),
+            "mixed_bfloat16" => Ok(Policy::MIXED_BFLOAT16),
+            other => match other.parse::<DType>() {
+                Ok(d) if d.is_float() => Ok(Policy { variable: d, compute: d }),
+                _ => Err(Error::InvalidOption {
+                    option: "dtype policy",
+                    got: other.to_string(),
+                    allowed: "float16, bfloat16, float32, float64, mixed_float16, mixed_bfloat16",
+                }),
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

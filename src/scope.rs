@@ -40,9 +40,10 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// A scope over a snapshot of `state` (O(1)).
+    /// A scope over a snapshot of `state` (O(1)). Over a mixed-precision store (see
+    /// [`StateStore::with_policy`]) it reads float variables in the policy's compute dtype.
     pub fn new(state: &StateStore) -> Scope {
-        Scope { current: state.clone(), overrides: HashMap::new(), autocast: None, losses: Vec::new() }
+        Scope { current: state.clone(), overrides: HashMap::new(), autocast: state.compute_dtype(), losses: Vec::new() }
     }
 
     /// A scope whose reads of the given variables return the given values instead of the store's (Keras:

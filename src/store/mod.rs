@@ -110,6 +110,7 @@ pub struct StateStore {
     lineage: Arc<Lineage>,
     base: Option<u64>,
     floatx: DType,
+    compute_dtype: Option<DType>,
     seed: Key,
     vars: OrdMap<VarKey, Entry>,
     paths: HashMap<Arc<str>, VarKey>,
@@ -139,6 +140,7 @@ impl StateStore {
             lineage: Arc::new(Lineage::new()),
             base: None,
             floatx: DType::Float32,
+            compute_dtype: None,
             seed: Key::new(0),
             vars: OrdMap::new(),
             paths: HashMap::new(),
@@ -159,6 +161,30 @@ impl StateStore {
         }
         self.floatx = floatx;
         Ok(self)
+    }
+
+    /// The same store under a dtype policy (Keras: `keras.config.set_dtype_policy`, but carried by the store):
+    /// floatx becomes the policy's variable dtype, and [`Scope`](crate::Scope)s over the store read float
+    /// variables that have `autocast` in the policy's compute dtype.
+    ///
+    /// # Examples
+    /// ```
+    /// use purestate::{dtype::Policy, init, DType, Scope, StateStore, VariableSpec};
+    /// let mut state = StateStore::new().with_policy(Policy::MIXED_FLOAT16);
+    /// let w = state.create(VariableSpec::new(init::Ones).shape([2]).name("w"))?;
+    /// assert_eq!(w.dtype(), DType::Float32);                       // stored in float32
+    /// assert_eq!(Scope::new(&state).get(&w)?.dtype(), DType::Float16); // read in float16
+    /// # Ok::<(), purestate::Error>(())
+    /// ```
+    pub fn with_policy(mut self, policy: crate::dtype::Policy) -> Self {
+        self.floatx = policy.variable_dtype();
+        self.compute_dtype = policy.is_mixed().then_some(policy.compute_dtype());
+        self
+    }
+
+    /// The dtype policy's compute dtype when it differs from the variable dtype (a mixed policy).
+    pub fn compute_dtype(&self) -> Option<DType> {
+        self.compute_dtype
     }
 
     /// The same store with another seed for initializers that have no seed of their own.
