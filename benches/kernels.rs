@@ -28,6 +28,13 @@ fn add(c: &mut Criterion) {
         let mut acc = Tensor::from(values(n, 0.0));
         g.bench_function("purestate_new_output", |b| b.iter(|| black_box(&x).add(&y).unwrap()));
         g.bench_function("purestate_assign_add", |b| b.iter(|| acc.assign_add(black_box(&y)).unwrap()));
+        // `owned + &y`: the unshared left operand lends its buffer to the result (donation).
+        g.bench_function("purestate_donated", |b| {
+            b.iter(|| {
+                let owned = std::mem::replace(&mut acc, Tensor::scalar(0.0f32));
+                acc = owned + black_box(&y);
+            })
+        });
         let (xa, ya) = (Array1::from(values(n, 1.0)), Array1::from(values(n, 2.0)));
         let mut out = Array1::<f32>::zeros(n);
         g.bench_function("ndarray_loop_into_existing", |b| {

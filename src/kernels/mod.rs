@@ -33,10 +33,12 @@ pub use zip_mut::{zip_mut, Lanes};
 
 /// Elements below which a loop stays on the calling thread.
 ///
-/// Measured with `cargo bench --bench kernels -- threshold` on the 2-core reference machine: an in-place f32
-/// add split over two threads first beats the single-thread loop between 32 Ki and 64 Ki elements (at 16 Ki
-/// the rayon hand-off still costs more than it saves).
-pub const THRESHOLD: usize = 1 << 16;
+/// Measured with `cargo bench --bench kernels -- threshold` on the 2-core reference machine (shared with
+/// another build): an in-place f32 add on one thread took 7.7 us at 64 Ki elements and 17 us at 128 Ki, split
+/// over rayon 22 us and 32 us; the hand-off to a second, busy core never paid below 128 Ki elements. At 10 M
+/// elements the loop is memory bound and two threads match one. 256 Ki keeps every loop below that size on
+/// the calling thread.
+pub const THRESHOLD: usize = 1 << 18;
 
 /// Elements per parallel chunk (and per leaf of a reduction tree). Fixed: reductions depend on it, so changing
 /// it changes the bits of float sums.
