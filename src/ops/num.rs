@@ -19,6 +19,7 @@ pub(crate) trait Num: Element {
     fn abs(self) -> Self;
     /// -1, 0 or 1 (NaN stays NaN, -0.0 stays -0.0).
     fn sign(self) -> Self;
+    #[inline]
     fn is_nan(self) -> bool {
         false
     }
@@ -61,14 +62,23 @@ macro_rules! real {
     ($($t:ident),*) => {$(
         impl Real for $t {
             const ONE: Self = 1.0;
+            #[inline]
             fn sqrt(self) -> Self { $t::sqrt(self) }
+            #[inline]
             fn exp(self) -> Self { $t::exp(self) }
+            #[inline]
             fn ln(self) -> Self { $t::ln(self) }
+            #[inline]
             fn ln_1p(self) -> Self { $t::ln_1p(self) }
+            #[inline]
             fn exp_m1(self) -> Self { $t::exp_m1(self) }
+            #[inline]
             fn tanh(self) -> Self { $t::tanh(self) }
+            #[inline]
             fn round(self) -> Self { $t::round(self) }
+            #[inline]
             fn round_ties_even(self) -> Self { $t::round_ties_even(self) }
+            #[inline]
             fn signum_or_zero(self) -> Self {
                 if self > 0.0 { 1.0 } else if self < 0.0 { -1.0 } else { self }
             }
@@ -93,15 +103,21 @@ macro_rules! float_num {
             fn sub(self, o: Self) -> Self { Self::down(self.up() - o.up()) }
             #[inline(always)]
             fn mul(self, o: Self) -> Self { Self::down(self.up() * o.up()) }
+            #[inline]
             fn maximum(self, o: Self) -> Self {
                 if self.up().is_nan() || self.up() > o.up() { self } else { o }
             }
+            #[inline]
             fn minimum(self, o: Self) -> Self {
                 if self.up().is_nan() || self.up() < o.up() { self } else { o }
             }
+            #[inline]
             fn neg(self) -> Self { Self::down(-self.up()) }
+            #[inline]
             fn abs(self) -> Self { Self::down(self.up().abs()) }
+            #[inline]
             fn sign(self) -> Self { Self::down(Real::signum_or_zero(self.up())) }
+            #[inline]
             fn is_nan(self) -> bool { self.up().is_nan() }
         }
     )*};
@@ -140,14 +156,20 @@ macro_rules! int_num {
             fn sub(self, o: Self) -> Self { self.wrapping_sub(o) }
             #[inline(always)]
             fn mul(self, o: Self) -> Self { self.wrapping_mul(o) }
+            #[inline]
             fn maximum(self, o: Self) -> Self { Ord::max(self, o) }
+            #[inline]
             fn minimum(self, o: Self) -> Self { Ord::min(self, o) }
+            #[inline]
             fn neg(self) -> Self { self.wrapping_neg() }
+            #[inline]
             fn abs(self) -> Self { int_num!(@abs $signed, self) }
+            #[inline]
             fn sign(self) -> Self { int_num!(@sign $signed, self) }
         }
         impl Int for $t {
             const ZERO: Self = 0;
+            #[inline]
             fn floor_div(self, o: Self) -> Self {
                 let q = self.wrapping_div(o);
                 if int_num!(@neg $signed, self) != int_num!(@neg $signed, o) && self.wrapping_rem(o) != 0 {
@@ -156,10 +178,12 @@ macro_rules! int_num {
                     q
                 }
             }
+            #[inline]
             fn py_rem(self, o: Self) -> Self {
                 let r = self.wrapping_rem(o);
                 if r != 0 && int_num!(@neg $signed, r) != int_num!(@neg $signed, o) { r.wrapping_add(o) } else { r }
             }
+            #[inline]
             fn pow(self, e: Self) -> Self {
                 // Square and multiply over the exponent's bits, wrapping like numpy's integer power.
                 let (mut base, mut e, mut acc) = (self, e, 1 as $t);
@@ -170,12 +194,17 @@ macro_rules! int_num {
                 }
                 acc
             }
+            #[inline]
             fn is_negative(self) -> bool { int_num!(@neg $signed, self) }
         }
         impl Bits for $t {
+            #[inline]
             fn and(self, o: Self) -> Self { self & o }
+            #[inline]
             fn or(self, o: Self) -> Self { self | o }
+            #[inline]
             fn xor(self, o: Self) -> Self { self ^ o }
+            #[inline]
             fn not(self) -> Self { !self }
         }
     )*};
@@ -189,42 +218,54 @@ macro_rules! int_num {
 int_num!(i8: signed, i16: signed, i32: signed, i64: signed, u8: unsigned, u16: unsigned, u32: unsigned, u64: unsigned);
 
 impl Num for bool {
+    #[inline]
     fn add(self, o: Self) -> Self {
         self | o
     }
+    #[inline]
     fn sub(self, o: Self) -> Self {
         self ^ o
     }
+    #[inline]
     fn mul(self, o: Self) -> Self {
         self & o
     }
+    #[inline]
     fn maximum(self, o: Self) -> Self {
         self | o
     }
+    #[inline]
     fn minimum(self, o: Self) -> Self {
         self & o
     }
+    #[inline]
     fn neg(self) -> Self {
         self
     }
+    #[inline]
     fn abs(self) -> Self {
         self
     }
+    #[inline]
     fn sign(self) -> Self {
         self
     }
 }
 
 impl Bits for bool {
+    #[inline]
     fn and(self, o: Self) -> Self {
         self & o
     }
+    #[inline]
     fn or(self, o: Self) -> Self {
         self | o
     }
+    #[inline]
     fn xor(self, o: Self) -> Self {
         self ^ o
     }
+    #[inline]
     fn not(self) -> Self {
         !self
     }
@@ -235,6 +276,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[inline]
     fn python_floor_division_and_remainder() {
         assert_eq!((7i32.floor_div(2), (-7i32).floor_div(2), 7i32.floor_div(-2)), (3, -4, -4));
         assert_eq!((7i32.py_rem(-2), (-7i32).py_rem(2), (-8i32).py_rem(2)), (-1, 1, 0));
@@ -245,6 +287,7 @@ mod tests {
     }
 
     #[test]
+    #[inline]
     fn half_floats_round_once() {
         let a = f16::from_f32(1.0);
         let b = f16::from_f32(0.000_1);

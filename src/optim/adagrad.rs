@@ -55,24 +55,26 @@ impl Rule for AdagradRule {
         vec![("accumulator", self.initial_accumulator_value)]
     }
 
-    fn update<T, G>(
+    fn update<T, G, D>(
         &self,
         p: &mut [T],
         slots: &mut Slots<'_, T>,
         g: &[T],
         k: &UpdateConsts<T::C>,
         gmap: G,
+        decay: D,
     ) -> Result<()>
     where
         T: Float,
         T::C: OptReal,
         G: Fn(T::C) -> T::C + Sync + Send + Copy,
+        D: Fn(T::C) -> T::C + Sync + Send + Copy,
     {
         let eps = <T::C as OptReal>::of(self.epsilon);
         let k = *k;
         let [acc] = slots else { unreachable!("Adagrad has one slot") };
         zip_mut((p, &mut **acc, g), |(p, acc, g)| {
-            let w = k.decay(p.up());
+            let w = decay(p.up());
             let g = gmap(g.up());
             *acc = T::down(acc.up() + g * g);
             *p = T::down(w - k.lr * g / (acc.up() + eps).sqrt());

@@ -110,18 +110,20 @@ impl Rule for AdamRule {
         slots
     }
 
-    fn update<T, G>(
+    fn update<T, G, D>(
         &self,
         p: &mut [T],
         slots: &mut Slots<'_, T>,
         g: &[T],
         k: &UpdateConsts<T::C>,
         gmap: G,
+        decay: D,
     ) -> Result<()>
     where
         T: Float,
         T::C: OptReal,
         G: Fn(T::C) -> T::C + Sync + Send + Copy,
+        D: Fn(T::C) -> T::C + Sync + Send + Copy,
     {
         let of = <T::C as OptReal>::of;
         let one = T::C::ONE;
@@ -129,10 +131,9 @@ impl Rule for AdamRule {
         let beta_2_power = of(self.beta_2).powf(k.local_step);
         let alpha = k.lr * (one - beta_2_power).sqrt() / (one - beta_1_power);
         let (c1, c2, eps) = (of(1.0 - self.beta_1), of(1.0 - self.beta_2), of(self.epsilon));
-        let k = *k;
         match slots {
             [m, v] => zip_mut((p, &mut **m, &mut **v, g), |(p, m, v, g)| {
-                let w = k.decay(p.up());
+                let w = decay(p.up());
                 let g = gmap(g.up());
                 let m_new = m.up() + (g - m.up()) * c1;
                 let v_new = v.up() + (g * g - v.up()) * c2;
@@ -142,7 +143,7 @@ impl Rule for AdamRule {
                 *p = T::down(w - m_new * alpha / (v_new.sqrt() + eps));
             }),
             [m, v, v_hat] => zip_mut((p, &mut **m, &mut **v, &mut **v_hat, g), |(p, m, v, v_hat, g)| {
-                let w = k.decay(p.up());
+                let w = decay(p.up());
                 let g = gmap(g.up());
                 let m_new = m.up() + (g - m.up()) * c1;
                 let v_new = v.up() + (g * g - v.up()) * c2;

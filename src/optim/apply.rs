@@ -45,19 +45,6 @@ pub(crate) struct UpdateConsts<C> {
     pub(crate) lr: C,
     /// The 1-based step (`iterations + 1`), Keras's `local_step`.
     pub(crate) local_step: C,
-    /// `weight_decay`, when set.
-    pub(crate) wd: Option<C>,
-}
-
-impl<C: OptReal> UpdateConsts<C> {
-    /// Keras's decoupled weight decay, `p - p * wd * lr`.
-    #[inline(always)]
-    pub(crate) fn decay(&self, p: C) -> C {
-        match self.wd {
-            Some(wd) => p - p * wd * self.lr,
-            None => p,
-        }
-    }
 }
 
 /// The slot buffers of one variable, in the order its rule's [`Rule::slots`] names them.
@@ -70,18 +57,20 @@ pub(crate) trait Rule: Send + Sync + fmt::Debug {
 
     /// Updates `p` and its slots in one pass from the gradient `g`, each gradient element first mapped by
     /// `gmap` (clipping).
-    fn update<T, G>(
+    fn update<T, G, D>(
         &self,
         p: &mut [T],
         slots: &mut Slots<'_, T>,
         g: &[T],
         k: &UpdateConsts<T::C>,
         gmap: G,
+        decay: D,
     ) -> Result<()>
     where
         T: Float,
         T::C: OptReal,
-        G: Fn(T::C) -> T::C + Sync + Send + Copy;
+        G: Fn(T::C) -> T::C + Sync + Send + Copy,
+        D: Fn(T::C) -> T::C + Sync + Send + Copy;
 }
 
 /// What `build` created.
@@ -354,11 +343,8 @@ impl Core {
         T::C: OptReal,
     {
         let of = |x: f64| <T::C as OptReal>::of(x);
-        let consts = UpdateConsts {
-            lr: of(f64::from(lr)),
-            local_step: of((step + 1) as f64),
-            wd: self.options.weight_decay.map(of),
-        };
+        let consts = UpdateConsts { lr: of(f64::from(lr)), local_step: of((step + 1) as f64) };
+        let wd = self.options.weight_decay.map(of);
         let slot_vars = &b.slots[var];
         // Move the buffers out of the store so that each is held once and updated in place when unshared.
         let mut param = state.take_value(var)?;
@@ -370,11 +356,10 @@ impl Core {
             for s in slots.iter_mut() {
                 slot_slices.push(slice_mut::<T>(s)?);
             }
-            if gmap == GradMap::IDENTITY {
-                rule.update(p, &mut slot_slices, &grad, &consts, |g| g)?;
-            } else {
+            let lr = consts.lr;
+            let clipped = {
                 let (mul, div, lo, hi) = (of(gmap.mul), of(gmap.div), of(gmap.lo), of(gmap.hi));
-                rule.update(p, &mut slot_slices, &grad, &consts, move |g: T::C| {
+                move |g: T::C| {
                     let g = g * mul / div;
                     if g < lo {
                         lo
@@ -383,7 +368,15 @@ impl Core {
                     } else {
                         g
                     }
-                })?;
+                }
+            };
+            let slots = &mut slot_slices;
+            // Keras's decoupled weight decay is `p - p * wd * lr`.
+            match (gmap == GradMap::IDENTITY, wd) {
+                (true, None) => rule.update(p, slots, &grad, &consts, |g| g, |w| w)?,
+                (true, Some(wd)) => rule.update(p, slots, &grad, &consts, |g| g, move |w| w - w * wd * lr)?,
+                (false, None) => rule.update(p, slots, &grad, &consts, clipped, |w| w)?,
+                (false, Some(wd)) => rule.update(p, slots, &grad, &consts, clipped, move |w| w - w * wd * lr)?,
             }
         }
         state.put_value(var, param)?;

@@ -81,18 +81,20 @@ impl Rule for RmsRule {
         slots
     }
 
-    fn update<T, G>(
+    fn update<T, G, D>(
         &self,
         p: &mut [T],
         slots: &mut Slots<'_, T>,
         g: &[T],
         k: &UpdateConsts<T::C>,
         gmap: G,
+        decay: D,
     ) -> Result<()>
     where
         T: Float,
         T::C: OptReal,
         G: Fn(T::C) -> T::C + Sync + Send + Copy,
+        D: Fn(T::C) -> T::C + Sync + Send + Copy,
     {
         let of = <T::C as OptReal>::of;
         let (rho, one_minus_rho, eps, momentum) =
@@ -102,13 +104,13 @@ impl Rule for RmsRule {
         let velocity = move |v: T::C, g: T::C| rho * v + one_minus_rho * (g * g);
         match slots {
             [v] => zip_mut((p, &mut **v, g), |(p, v, g)| {
-                let w = k.decay(p.up());
+                let w = decay(p.up());
                 let g = gmap(g.up());
                 *v = T::down(velocity(v.up(), g));
                 *p = T::down(w - lr * g / (v.up() + eps).sqrt());
             }),
             [v, m] if self.momentum > 0.0 => zip_mut((p, &mut **v, &mut **m, g), |(p, v, m, g)| {
-                let w = k.decay(p.up());
+                let w = decay(p.up());
                 let g = gmap(g.up());
                 *v = T::down(velocity(v.up(), g));
                 let inc = lr * g / (v.up() + eps).sqrt();
@@ -116,7 +118,7 @@ impl Rule for RmsRule {
                 *p = T::down(w - m.up());
             }),
             [v, a] => zip_mut((p, &mut **v, &mut **a, g), |(p, v, a, g)| {
-                let w = k.decay(p.up());
+                let w = decay(p.up());
                 let g = gmap(g.up());
                 *v = T::down(velocity(v.up(), g));
                 *a = T::down(rho * a.up() + one_minus_rho * g);
@@ -124,7 +126,7 @@ impl Rule for RmsRule {
                 *p = T::down(w - lr * g / den.sqrt());
             }),
             [v, m, a] => zip_mut((p, &mut **v, &mut **m, &mut **a, g), |(p, v, m, a, g)| {
-                let w = k.decay(p.up());
+                let w = decay(p.up());
                 let g = gmap(g.up());
                 *v = T::down(velocity(v.up(), g));
                 *a = T::down(rho * a.up() + one_minus_rho * g);

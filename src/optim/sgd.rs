@@ -59,31 +59,32 @@ impl Rule for SgdRule {
         }
     }
 
-    fn update<T, G>(
+    fn update<T, G, D>(
         &self,
         p: &mut [T],
         slots: &mut Slots<'_, T>,
         g: &[T],
         k: &UpdateConsts<T::C>,
         gmap: G,
+        decay: D,
     ) -> Result<()>
     where
         T: Float,
         T::C: OptReal,
         G: Fn(T::C) -> T::C + Sync + Send + Copy,
+        D: Fn(T::C) -> T::C + Sync + Send + Copy,
     {
         let lr = k.lr;
-        let k = *k;
         match slots {
             [] => zip_mut((p, g), |(p, g)| {
-                let w = k.decay(p.up());
+                let w = decay(p.up());
                 *p = T::down(w - gmap(g.up()) * lr);
             }),
             [m] => {
                 let momentum = T::C::of(self.momentum);
                 let nesterov = self.nesterov;
                 zip_mut((p, &mut **m, g), |(p, m, g)| {
-                    let w = k.decay(p.up());
+                    let w = decay(p.up());
                     let g = gmap(g.up());
                     let m_new = m.up() * momentum - g * lr;
                     *m = T::down(m_new);
