@@ -45,6 +45,8 @@
 //! | [`variable`] | [`Variable`] handles, [`VariableSpec`], [`Aggregation`], [`Synchronization`] |
 //! | [`store`] | [`StateStore`], [`Fingerprint`], [`StoreDiff`] |
 //! | [`scope`] | [`Scope`], Keras's `StatelessScope` |
+//! | [`grad`] | [`grad::value_and_grad`]: reverse-mode autodiff on a tape that lives for one call; [`grad::Grads`] |
+//! | [`losses`] | Keras's losses with fused, numerically stable backward passes |
 //! | [`trainer`] | [`Trainer`], [`Retention`], history |
 //! | [`random`] | [`random::Key`] (Threefry-2x32), JAX-exact sampling, [`random::SeedGenerator`] |
 //! | [`init`] | the [`init::Initializer`] trait and Keras's initializers |
@@ -59,6 +61,7 @@ pub mod error;
 pub mod grad;
 pub mod init;
 pub mod kernels;
+pub mod losses;
 pub mod ops;
 pub mod optim;
 pub mod random;

@@ -3,9 +3,11 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::grad::Tape;
 use crate::store::StateStore;
 use crate::tensor::Tensor;
 use crate::variable::Variable;
@@ -16,6 +18,10 @@ use crate::variable::Variable;
 /// (Keras's `state_mapping`), the store's value; float variables whose spec has `autocast` are then cast to
 /// the scope's compute dtype, if it has one (Keras's `AutocastScope`). Assignments go into the scope's own
 /// copy of the store (an O(1) snapshot), so the store the scope was built from never changes.
+///
+/// In the scope a [`crate::grad`] call passes to the loss closure, reads of the variables being
+/// differentiated return traced values (before autocast, so the cast is recorded and the gradient comes back
+/// in the variable's dtype), and [`Scope::watch`] marks input tensors.
 ///
 /// # Examples
 /// ```
@@ -37,13 +43,83 @@ pub struct Scope {
     overrides: HashMap<Variable, Tensor>,
     autocast: Option<DType>,
     losses: Vec<Tensor>,
+    tape: Option<TapeScope>,
+}
+
+/// What a scope built by [`crate::grad`] adds: the call's tape and the inputs watched on it.
+#[derive(Debug)]
+pub(crate) struct TapeScope {
+    pub(crate) tape: Arc<Tape>,
+    pub(crate) watched: Vec<Tensor>,
 }
 
 impl Scope {
     /// A scope over a snapshot of `state` (O(1)). Over a mixed-precision store (see
     /// [`StateStore::with_policy`]) it reads float variables in the policy's compute dtype.
     pub fn new(state: &StateStore) -> Scope {
-        Scope { current: state.clone(), overrides: HashMap::new(), autocast: state.compute_dtype(), losses: Vec::new() }
+        Scope { current: state.clone(), overrides: HashMap::new(), autocast: state.compute_dtype(), losses: Vec::new(), tape: None }
+    }
+
+    /// A scope over `state` whose reads of the variables in `leaves` return those traced values, recording
+    /// on `tape` (the scope of a [`crate::grad`] call).
+    // `Variable` hashes and compares by its key alone; its lineage's mutex never takes part.
+    #[allow(clippy::mutable_key_type)]
+    pub(crate) fn traced(state: &StateStore, leaves: HashMap<Variable, Tensor>, tape: Arc<Tape>) -> Scope {
+        let mut scope = Scope::new(state);
+        scope.overrides = leaves;
+        scope.tape = Some(TapeScope { tape, watched: Vec::new() });
+        scope
+    }
+
+    /// Marks `x` as an input to differentiate with respect to, and returns it traced: inside a
+    /// [`crate::grad`] call, the gradient of the loss with respect to the value returned here is reported
+    /// in [`GradOutput::inputs`](crate::grad::GradOutput::inputs), in the order of the `watch` calls (JAX's
+    /// `argnums`; TensorFlow's `GradientTape.watch`). Use the returned tensor, not `x`, in the loss.
+    /// Outside such a call this returns `x` unchanged.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedDType`] when `x` is not a float tensor (only floats have gradients).
+    ///
+    /// # Examples
+    /// ```
+    /// use purestate::{grad::ValueAndGrad, StateStore, Tensor};
+    /// let state = StateStore::new();
+    /// let x = Tensor::from([1.0f32, -2.0]);
+    /// let out = ValueAndGrad::new().call(&state, |scope| {
+    ///     let x = scope.watch(&x)?;
+    ///     x.square()?.sum(None, false)
+    /// })?;
+    /// assert_eq!(out.inputs[0].to_vec::<f32>()?, [2.0, -4.0]);
+    /// # Ok::<(), purestate::Error>(())
+    /// ```
+    pub fn watch(&mut self, x: &Tensor) -> Result<Tensor> {
+        if !x.dtype().is_float() {
+            return Err(Error::UnsupportedDType { op: "watch", dtype: x.dtype() });
+        }
+        Ok(match &mut self.tape {
+            Some(t) => {
+                let leaf = t.tape.leaf(x);
+                t.watched.push(leaf.clone());
+                leaf
+            }
+            None => x.clone(),
+        })
+    }
+
+    /// The tape part of a scope built by [`crate::grad`].
+    pub(crate) fn take_tape(&mut self) -> Option<TapeScope> {
+        self.tape.take()
+    }
+
+    /// The variable's value in this scope before autocast.
+    pub(crate) fn value(&self, var: &Variable) -> Result<Tensor> {
+        match self.overrides.get(var) {
+            Some(value) => {
+                self.current.get(var)?;
+                Ok(value.clone())
+            }
+            None => self.current.get(var),
+        }
     }
 
     /// A scope whose reads of the given variables return the given values instead of the store's (Keras:
@@ -91,13 +167,7 @@ impl Scope {
     /// # Errors
     /// [`Error::ForeignVariable`], [`Error::StaleVariable`].
     pub fn get(&self, var: &Variable) -> Result<Tensor> {
-        let value = match self.overrides.get(var) {
-            Some(value) => {
-                self.current.get(var)?;
-                value.clone()
-            }
-            None => self.current.get(var)?,
-        };
+        let value = self.value(var)?;
         Ok(self.autocast_value(var, value))
     }
 
@@ -169,6 +239,7 @@ impl fmt::Debug for Scope {
             .field("overrides", &self.overrides.len())
             .field("autocast", &self.autocast)
             .field("losses", &self.losses.len())
+            .field("traced", &self.tape.is_some())
             .finish()
     }
 }

@@ -204,6 +204,15 @@ impl Tensor {
         let rhs = rhs.into();
         let name = op.name();
         let dtype = self.dtype();
+        if self.trace().is_some() || rhs.is_traced() {
+            // Recorded as `self = cast(self op rhs)`, after the same shape check.
+            let shape = kernels::broadcast_shapes(name, self.dims(), rhs.dims())?;
+            if shape.as_slice() != self.dims() {
+                return Err(Error::Broadcast { op: name, lhs: self.shape(), rhs: rhs.dims().into() });
+            }
+            *self = binary(op, &*self, rhs, DEFAULT_FLOATX)?.cast(dtype);
+            return Ok(());
+        }
         let (compute, out) = op.dtypes(Operand::Tensor(dtype), rhs.operand(), DEFAULT_FLOATX)?;
         let shape = kernels::broadcast_shapes(name, self.dims(), rhs.dims())?;
         if shape.as_slice() != self.dims() {

@@ -101,6 +101,9 @@ impl UnaryOp {
 /// ```
 pub fn unary<'a>(op: UnaryOp, x: impl Into<Arg<'a>>, floatx: DType) -> Result<Tensor> {
     let x = x.into();
+    if x.is_traced() {
+        return crate::grad::rules::unary(op, x, floatx);
+    }
     let input = result_type(&[x.operand()], floatx);
     let dtype = op.dtype(input, floatx)?;
     let t = x.into_tensor(dtype, op.name())?;
@@ -237,6 +240,9 @@ impl Tensor {
     /// # Ok::<(), purestate::Error>(())
     /// ```
     pub fn softmax(&self, axis: isize) -> Result<Tensor> {
+        if self.trace().is_some() {
+            return crate::grad::rules::softmax(self, axis);
+        }
         let shifted = self.shifted_by_max(axis)?;
         let e = shifted.exp()?;
         let total = super::reduce(ReduceOp::Sum, &e, Axes::from(axis), true, DEFAULT_FLOATX)?;
@@ -248,6 +254,9 @@ impl Tensor {
     /// # Errors
     /// [`Error::InvalidShape`] when `axis` is out of range.
     pub fn log_softmax(&self, axis: isize) -> Result<Tensor> {
+        if self.trace().is_some() {
+            return crate::grad::rules::log_softmax(self, axis);
+        }
         let shifted = self.shifted_by_max(axis)?;
         let total = super::reduce(ReduceOp::Sum, &shifted.exp()?, Axes::from(axis), true, DEFAULT_FLOATX)?;
         binary(BinaryOp::Subtract, shifted, &total.log()?, DEFAULT_FLOATX)

@@ -34,6 +34,9 @@ use crate::tensor::{with_dtype, Element, Tensor};
 /// ```
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     const OP: &str = "matmul";
+    if a.trace().is_some() || b.trace().is_some() {
+        return crate::grad::rules::matmul_traced(a, b);
+    }
     if a.ndim() == 0 || b.ndim() == 0 {
         let shape = if a.ndim() == 0 { a.shape() } else { b.shape() };
         return Err(Error::InvalidShape { op: OP, shape, reason: "matmul needs at least 1-D operands".into() });
@@ -44,6 +47,14 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         result_type(&[a.dtype().into(), b.dtype().into()], DType::Float32)
     };
     let (a, b) = (a.cast(dtype), b.cast(dtype));
+    if a.ndim() <= 2 && b.ndim() <= 2 {
+        // Matrices and vectors go to `dot` as strided views: no copy, even of a transposed operand.
+        match dtype {
+            DType::Float32 => return matmul_2d::<f32>(&a, &b),
+            DType::Float64 => return matmul_2d::<f64>(&a, &b),
+            _ => {}
+        }
+    }
     let mut ad = a.dims().to_vec();
     let mut bd = b.dims().to_vec();
     let (a_vec, b_vec) = (ad.len() == 1, bd.len() == 1);
@@ -96,9 +107,37 @@ impl Tensor {
     }
 }
 
+/// The product of two operands of at most two dimensions, from views of their buffers in any layout.
+fn matmul_2d<T: MatMul>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (av, bv) = (a.array::<T>()?.view(), b.array::<T>()?.view());
+    let (a2, b2) = (as_2d(av, false), as_2d(bv, true));
+    if a2.dim().1 != b2.dim().0 {
+        return Err(Error::InvalidShape {
+            op: "matmul",
+            shape: a.shape(),
+            reason: format!("inner dimensions differ: {} @ {}", a.shape(), b.shape()),
+        });
+    }
+    let mut out = T::matmul2(a2, b2).into_dyn();
+    if b.ndim() == 1 {
+        out = out.remove_axis(Axis(1));
+    }
+    if a.ndim() == 1 {
+        out = out.remove_axis(Axis(0));
+    }
+    Ok(Tensor::from(out))
+}
+
+/// A 1-D view as a row (`col == false`) or column matrix; a 2-D view as it is.
+fn as_2d<T>(v: ndarray::ArrayViewD<'_, T>, col: bool) -> ArrayView2<'_, T> {
+    let v = if v.ndim() == 1 { v.insert_axis(Axis(usize::from(col))) } else { v };
+    v.into_dimensionality::<ndarray::Ix2>().expect("two axes")
+}
+
 /// `t` (viewed with `dims`) broadcast to `batch + [rows, cols]`, as a standard-layout `(batch, rows, cols)`.
 fn stack<T: Element>(t: &Tensor, dims: &[usize], batch: &[usize], rows: usize, cols: usize) -> ndarray::Array3<T> {
-    let view = t.array::<T>().expect("cast above").view().into_shape_with_order(IxDyn(dims)).expect("same size");
+    let standard = t.array::<T>().expect("cast above").as_standard_layout();
+    let view = standard.view().into_shape_with_order(IxDyn(dims)).expect("same size");
     let mut full = batch.to_vec();
     full.extend([rows, cols]);
     let b = view.broadcast(IxDyn(&full)).expect("batch dimensions broadcast");

@@ -99,7 +99,7 @@ macro_rules! arg_from_scalar {
 }
 arg_from_scalar!(bool, i8, i16, i32, i64, u8, u16, u32, u64, f32, f64);
 
-impl Arg<'_> {
+impl<'a> Arg<'a> {
     /// The operand as [`result_type`] sees it.
     pub fn operand(&self) -> Operand {
         match self {
@@ -117,6 +117,33 @@ impl Arg<'_> {
             Arg::Ref(t) => t.dims(),
             Arg::Owned(t) => t.dims(),
             Arg::Scalar(_) => &[],
+        }
+    }
+
+    /// True when the operand is a tensor with a trace (recorded on a gradient tape).
+    pub(crate) fn is_traced(&self) -> bool {
+        match self {
+            Arg::Ref(t) => t.trace().is_some(),
+            Arg::Owned(t) => t.trace().is_some(),
+            Arg::Scalar(_) => false,
+        }
+    }
+
+    /// The operand's link to a live tape, if it is a traced float tensor.
+    pub(crate) fn link(&self) -> Option<crate::grad::Link> {
+        match self {
+            Arg::Ref(t) => crate::grad::Link::of(t),
+            Arg::Owned(t) => crate::grad::Link::of(t),
+            Arg::Scalar(_) => None,
+        }
+    }
+
+    /// The operand without a trace (a borrowed traced tensor becomes an owned O(1) clone).
+    pub(crate) fn detach(self) -> Arg<'a> {
+        match self {
+            Arg::Ref(t) if t.trace().is_some() => Arg::Owned(t.detached()),
+            Arg::Owned(t) => Arg::Owned(t.detach()),
+            other => other,
         }
     }
 
@@ -296,6 +323,9 @@ impl BinaryOp {
 /// ```
 pub fn binary<'a, 'b>(op: BinaryOp, lhs: impl Into<Arg<'a>>, rhs: impl Into<Arg<'b>>, floatx: DType) -> Result<Tensor> {
     let (lhs, rhs) = (lhs.into(), rhs.into());
+    if lhs.is_traced() || rhs.is_traced() {
+        return crate::grad::rules::binary(op, lhs, rhs, floatx);
+    }
     let (compute, _) = op.dtypes(lhs.operand(), rhs.operand(), floatx)?;
     crate::kernels::broadcast_shapes(op.name(), lhs.dims(), rhs.dims())?;
     let a = lhs.into_tensor(compute, op.name())?;
@@ -344,6 +374,9 @@ pub fn where_<'a, 'b, 'c>(
 ) -> Result<Tensor> {
     const OP: &str = "where";
     let (cond, x, y) = (cond.into(), x.into(), y.into());
+    if cond.is_traced() || x.is_traced() || y.is_traced() {
+        return crate::grad::rules::where_traced(cond, x, y, floatx);
+    }
     let dtype = result_type(&[x.operand(), y.operand()], floatx);
     let cond = cond.into_tensor(DType::Bool, OP)?;
     let (x, y) = (x.into_tensor(dtype, OP)?, y.into_tensor(dtype, OP)?);

@@ -116,7 +116,11 @@ impl ReduceOp {
 /// ```
 pub fn reduce(op: ReduceOp, x: &Tensor, axes: impl Into<Axes>, keepdims: bool, floatx: DType) -> Result<Tensor> {
     let name = op.name();
-    let axes = normalize_axes(name, x.dims(), &axes.into())?;
+    let axes = axes.into();
+    if x.trace().is_some() {
+        return crate::grad::rules::reduce_traced(op, x, axes, keepdims, floatx);
+    }
+    let axes = normalize_axes(name, x.dims(), &axes)?;
     let (kept, out_dims) = output_dims(x.dims(), &axes, keepdims);
     let row_len: usize = axes.iter().map(|&a| x.dims()[a]).product();
     if matches!(op, ReduceOp::Max | ReduceOp::Min) && row_len == 0 {

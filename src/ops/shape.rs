@@ -40,15 +40,18 @@ impl Tensor {
         if target.iter().product::<usize>() != self.size() {
             return Err(refuse(format!("cannot reshape {} elements to {}", self.size(), Shape::from(target))));
         }
-        Ok(with_array!(self.data(), a => {
+        let out = with_array!(self.data(), a => {
             let a = if a.is_standard_layout() { a.clone() } else { a.as_standard_layout().into_owned().into_shared() };
             Tensor::from_ndarray(a.into_shape_with_order(IxDyn(&target)).expect("sizes checked"))
-        }))
+        });
+        Ok(crate::grad::rules::reshaped(self, out))
     }
 
     /// The tensor with its axes reversed (`keras.ops.transpose` with no `axes`). O(1).
     pub fn transpose(&self) -> Tensor {
-        with_array!(self.data(), a => Tensor::from_ndarray(a.clone().reversed_axes()))
+        let out = with_array!(self.data(), a => Tensor::from_ndarray(a.clone().reversed_axes()));
+        let order: Vec<usize> = (0..self.ndim()).rev().collect();
+        crate::grad::rules::permuted(self, out, &order)
     }
 
     /// The tensor with its axes in the order `axes` (`keras.ops.transpose(x, axes)`); negative axes count
@@ -70,7 +73,8 @@ impl Tensor {
                 reason: format!("{axes:?} is not a permutation of the axes"),
             });
         }
-        Ok(with_array!(self.data(), a => Tensor::from_ndarray(a.clone().permuted_axes(IxDyn(&order)))))
+        let out = with_array!(self.data(), a => Tensor::from_ndarray(a.clone().permuted_axes(IxDyn(&order))));
+        Ok(crate::grad::rules::permuted(self, out, &order))
     }
 
     /// The tensor broadcast to `shape` (`keras.ops.broadcast_to`), as a new standard-layout tensor.
@@ -80,7 +84,7 @@ impl Tensor {
     pub fn broadcast_to(&self, shape: impl Into<Shape>) -> Result<Tensor> {
         let shape = shape.into();
         with_array!(self.data(), a => match a.broadcast(IxDyn(shape.dims())) {
-            Some(v) => Ok(Tensor::from(v.as_standard_layout().into_owned())),
+            Some(v) => Ok(crate::grad::rules::view(self, Tensor::from(v.as_standard_layout().into_owned()), |g| Ok(g.clone()))),
             None => Err(Error::Broadcast { op: "broadcast_to", lhs: self.shape(), rhs: shape }),
         })
     }
@@ -117,7 +121,8 @@ impl Tensor {
                 reason: format!("axis {axis} has length {}, not 1", self.dims()[a]),
             });
         }
-        Ok(with_array!(self.data(), x => Tensor::from_ndarray(x.clone().remove_axis(ndarray::Axis(a)))))
+        let out = with_array!(self.data(), x => Tensor::from_ndarray(x.clone().remove_axis(ndarray::Axis(a))));
+        Ok(crate::grad::rules::reshaped(self, out))
     }
 
     /// The tensor in standard (row-major contiguous) layout: O(1) when it already is, a copy otherwise.
@@ -125,7 +130,7 @@ impl Tensor {
         with_array!(self.data(), a => if a.is_standard_layout() {
             self.clone()
         } else {
-            Tensor::from_ndarray(a.as_standard_layout().into_owned().into_shared())
+            crate::grad::rules::view(self, Tensor::from_ndarray(a.as_standard_layout().into_owned().into_shared()), |g| Ok(g.clone()))
         })
     }
 }

@@ -178,7 +178,11 @@ impl Tensor {
         }
         let info = SliceInfo::<Vec<SliceInfoElem>, IxDyn, IxDyn>::try_from(elems)
             .map_err(|_| Error::InvalidArgument { op: OP, arg: "index", reason: "ndarray refused the index".into() })?;
-        Ok(with_array!(self.data(), a => Tensor::from_ndarray(a.clone().slice_move(&info))))
+        let out = with_array!(self.data(), a => Tensor::from_ndarray(a.clone().slice_move(&info)));
+        if self.trace().is_none() {
+            return Ok(out);
+        }
+        Ok(crate::grad::rules::indexed(self, out, info))
     }
 }
 

@@ -19,6 +19,7 @@ pub use shape::Shape;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::grad::Trace;
 
 /// The typed array inside a [`Tensor`]: one variant per dtype, each an `ndarray` [`ArcArray`] (shared buffer,
 /// copy on write).
@@ -161,20 +162,53 @@ impl TensorData {
 /// assert!(t.to_array::<f64>().is_err()); // the element type must match the dtype
 /// # Ok::<(), purestate::Error>(())
 /// ```
+///
+/// Inside [`crate::grad::value_and_grad`] a tensor may also carry a *trace*: its place on that call's tape, so
+/// that operations on it are recorded for the backward pass. The trace is a weak reference, dropped with the
+/// tensor and inert once the call returns; [`crate::grad::stop_gradient`] removes it.
 #[derive(Clone)]
 pub struct Tensor {
     data: TensorData,
+    trace: Option<Trace>,
 }
 
 impl Tensor {
     /// Wraps typed data.
     pub fn from_data(data: TensorData) -> Self {
-        Tensor { data }
+        Tensor { data, trace: None }
     }
 
     /// Wraps an `ndarray` array of any dimensionality (O(1) for an `ArcArray` or an owned array).
     pub fn from_ndarray<T: Element, D: ndarray::Dimension>(array: ArcArray<T, D>) -> Self {
-        Tensor { data: T::wrap(array.into_dyn()) }
+        Tensor { data: T::wrap(array.into_dyn()), trace: None }
+    }
+
+    /// True when the tensor is recorded on the tape of a running [`crate::grad::value_and_grad`] call, so
+    /// that the loss may be differentiated with respect to it. O(1).
+    pub fn is_traced(&self) -> bool {
+        self.trace.as_ref().is_some_and(Trace::is_live)
+    }
+
+    /// The trace, if any.
+    pub(crate) fn trace(&self) -> Option<&Trace> {
+        self.trace.as_ref()
+    }
+
+    /// The same tensor with `trace`.
+    pub(crate) fn with_trace(mut self, trace: Trace) -> Tensor {
+        self.trace = Some(trace);
+        self
+    }
+
+    /// The same values without a trace (an O(1) clone): `stop_gradient`.
+    pub(crate) fn detached(&self) -> Tensor {
+        Tensor { data: self.data.clone(), trace: None }
+    }
+
+    /// `self` without its trace.
+    pub(crate) fn detach(mut self) -> Tensor {
+        self.trace = None;
+        self
     }
 
     /// The typed data.
@@ -183,7 +217,9 @@ impl Tensor {
     }
 
     /// The typed data, mutably. Writing through it copies the buffer first if another tensor shares it.
+    /// A traced tensor loses its trace: a value written by hand is not the value the tape recorded.
     pub fn data_mut(&mut self) -> &mut TensorData {
+        self.trace = None;
         &mut self.data
     }
 
@@ -249,11 +285,13 @@ impl Tensor {
         T::array(&self.data).ok_or_else(|| self.dtype_error::<T>())
     }
 
-    /// The shared array when the dtype is `T`'s, mutably (writes copy the buffer first if it is shared).
+    /// The shared array when the dtype is `T`'s, mutably (writes copy the buffer first if it is shared). A
+    /// traced tensor loses its trace, as with [`Tensor::data_mut`].
     ///
     /// # Errors
     /// [`Error::DTypeMismatch`] when the tensor holds another dtype.
     pub fn array_mut<T: Element>(&mut self) -> Result<&mut ArcArray<T, IxDyn>> {
+        self.trace = None;
         let dtype = self.dtype();
         T::array_mut(&mut self.data).ok_or(Error::DTypeMismatch {
             path: "Tensor::array_mut".into(),
@@ -296,10 +334,14 @@ impl Tensor {
     }
 
     /// The tensor converted to `dtype` with numpy's cast rules ([`Element::from_scalar`]). Casting to the same
-    /// dtype is an O(1) clone.
+    /// dtype is an O(1) clone. Differentiable between float dtypes (the gradient is cast back); a cast to or
+    /// from an integer or bool dtype stops the gradient.
     pub fn cast(&self, dtype: DType) -> Tensor {
         if dtype == self.dtype() {
             return self.clone();
+        }
+        if self.trace.is_some() {
+            return crate::grad::rules::cast(self, dtype);
         }
         with_dtype!(dtype, U => with_array!(&self.data, a => {
             Tensor::from_ndarray(crate::kernels::map(a, |x| x.cast::<U>()).into_shared())

@@ -1,8 +1,10 @@
 //! purestate's integration tests: one binary, one module per concern.
 
 mod checkpoint;
+mod grad;
 mod init;
 mod kernels;
+mod losses;
 mod ops;
 mod optim;
 mod props;
