@@ -7,6 +7,7 @@ mod ops;
 mod optim;
 mod props;
 mod random;
+mod replica;
 mod scope;
 mod store;
 mod tidy;
