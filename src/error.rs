@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use crate::dtype::DType;
+use crate::store::Fingerprint;
 use crate::tensor::Shape;
 
 /// Every error purestate returns.
@@ -222,6 +223,44 @@ pub enum Error {
         path: String,
         /// The version the refused state derives from.
         base: Option<u64>,
+    },
+    /// A variable assigned by more than one replica in one step when nothing says how to combine the values:
+    /// its aggregation is `none` (or its synchronization is `none`).
+    #[error("`{path}`: assigned by {replicas} replicas, but its {option} is `none`; give it an aggregation (mean, sum, only_first_replica)")]
+    ReplicaConflict {
+        /// The variable's path.
+        path: String,
+        /// How many replicas assigned it.
+        replicas: usize,
+        /// `"aggregation"` or `"synchronization"`.
+        option: &'static str,
+    },
+    /// A replica whose step failed (reported to the other MPI ranks; in process, the step's own error is
+    /// returned instead).
+    #[error("replica {replica} failed: {reason}")]
+    ReplicaFailed {
+        /// The replica (MPI rank) whose step failed.
+        replica: usize,
+        /// Its error's message.
+        reason: String,
+    },
+    /// A replica whose state's fingerprint differs from replica 0's.
+    #[error("replica {replica} holds state {got}, but replica 0 holds {expected}")]
+    ReplicaDivergence {
+        /// The first replica (in rank order) whose fingerprint differs.
+        replica: usize,
+        /// Replica 0's fingerprint.
+        expected: Fingerprint,
+        /// That replica's fingerprint.
+        got: Fingerprint,
+    },
+    /// An MPI operation that failed, or a message from another rank that could not be decoded.
+    #[error("mpi {op}: {reason}")]
+    Mpi {
+        /// The operation (`initialize`, `decode`, ...).
+        op: &'static str,
+        /// What went wrong.
+        reason: String,
     },
     /// A file system error, with the file involved.
     #[error("{}: {source}", .file.display())]

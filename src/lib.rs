@@ -50,6 +50,7 @@
 //! | [`trainer`] | [`Trainer`], [`Retention`], history |
 //! | [`random`] | [`random::Key`] (Threefry-2x32), JAX-exact sampling, [`random::SeedGenerator`] |
 //! | [`init`] | the [`init::Initializer`] trait and Keras's initializers |
+//! | [`replica`] | [`replica::Replicas`]: data-parallel steps, in process or over MPI (feature `mpi`) |
 //! | [`checkpoint`] | safetensors [`checkpoint::save`]/[`checkpoint::load`]/[`checkpoint::restore`], [`CheckpointManager`] |
 //! | [`constraint`], [`regularizer`] | the traits specs hold |
 //! | [`error`] | [`Error`], [`Result`] |
@@ -66,6 +67,7 @@ pub mod ops;
 pub mod optim;
 pub mod random;
 pub mod regularizer;
+pub mod replica;
 pub mod scope;
 pub mod store;
 pub mod tensor;

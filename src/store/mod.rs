@@ -119,6 +119,9 @@ pub struct StateStore {
     settled: Settled,
     /// Entries whose value changed since its facts were computed.
     pending: OrdSet<VarKey>,
+    /// Per-replica values of `on_read` variables, kept by the `replica` runner beside the aggregated value the
+    /// entry holds (so reads, fingerprints and checkpoints see the aggregate).
+    replica_values: OrdMap<VarKey, crate::replica::LocalValues>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -147,6 +150,7 @@ impl StateStore {
             auto_names: 0,
             settled: Settled::default(),
             pending: OrdSet::new(),
+            replica_values: OrdMap::new(),
         }
     }
 
@@ -452,6 +456,19 @@ impl StateStore {
             var.dtype(),
             value.values_string()
         ))
+    }
+
+    /// The per-replica values the `replica` runner recorded for `var` (an `on_read` variable), if any. O(log n).
+    pub(crate) fn replica_values(&self, var: &Variable) -> Option<&crate::replica::LocalValues> {
+        self.replica_values.get(&var.key)
+    }
+
+    /// Records (or, with `None`, forgets) the per-replica values of `var`. O(log n).
+    pub(crate) fn set_replica_values(&mut self, var: &Variable, values: Option<crate::replica::LocalValues>) {
+        match values {
+            Some(values) => self.replica_values.insert(var.key, values),
+            None => self.replica_values.remove(&var.key),
+        };
     }
 
     pub(crate) fn entries(&self) -> impl Iterator<Item = &Entry> + '_ {

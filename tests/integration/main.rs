@@ -9,6 +9,7 @@ mod ops;
 mod optim;
 mod props;
 mod random;
+mod replica;
 mod scope;
 mod store;
 mod tidy;

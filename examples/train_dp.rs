@@ -1,0 +1,277 @@
+//! Data-parallel training of a small MLP on the digits data (8x8 images, 10 classes) with
+//! `purestate::replica::Replicas`.
+//!
+//! In process (no MPI needed), N replicas on rayon's threads:
+//!
+//! ```text
+//! cargo run --release --example train_dp -- --replicas 2
+//! ```
+//!
+//! Over MPI (each rank one replica; OpenMPI and libclang installed, see README):
+//!
+//! ```text
+//! cargo build --release --features mpi --example train_dp
+//! mpirun -np 2 target/release/examples/train_dp --mpi
+//! ```
+//!
+//! Both print `fingerprint <32 hex digits>` last: the in-process run with `--replicas 2` and the MPI run with
+//! `-np 2` print the same one, bit for bit. Options: `--epochs E` (10), `--batch B` (64, the global batch),
+//! `--checkpoint FILE` (rank 0 saves the final state), `--data FILE` (`data/digits.csv.gz`).
+
+use std::io::{BufRead, BufReader};
+use std::ops::Range;
+use std::path::PathBuf;
+
+use flate2::read::GzDecoder;
+use purestate::grad::Grads;
+use purestate::optim::{Adam, Optimizer};
+use purestate::random::Key;
+use purestate::replica::{ReplicaContext, ReplicaOutput, Replicas};
+use purestate::{checkpoint, init, DType, Error, StateStore, Tensor, Trainer, Variable, VariableSpec};
+
+const FEATURES: usize = 64;
+const HIDDEN: usize = 32;
+const CLASSES: usize = 10;
+const TRAIN: usize = 1500;
+
+type BoxResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+struct Options {
+    replicas: usize,
+    mpi: bool,
+    epochs: usize,
+    batch: usize,
+    checkpoint: Option<PathBuf>,
+    data: PathBuf,
+}
+
+fn options() -> BoxResult<Options> {
+    let mut opts = Options {
+        replicas: 2,
+        mpi: false,
+        epochs: 10,
+        batch: 64,
+        checkpoint: None,
+        data: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits.csv.gz")),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--replicas" => opts.replicas = value()?.parse()?,
+            "--mpi" => opts.mpi = true,
+            "--epochs" => opts.epochs = value()?.parse()?,
+            "--batch" => opts.batch = value()?.parse()?,
+            "--checkpoint" => opts.checkpoint = Some(value()?.into()),
+            "--data" => opts.data = value()?.into(),
+            other => return Err(format!("unknown argument `{other}`").into()),
+        }
+    }
+    Ok(opts)
+}
+
+/// The digits: pixels scaled to [0, 1] (row-major, 64 per example) and labels.
+struct Digits {
+    x: Vec<f32>,
+    y: Vec<usize>,
+}
+
+impl Digits {
+    fn load(path: &PathBuf) -> BoxResult<Digits> {
+        let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for line in BufReader::new(GzDecoder::new(file)).lines() {
+            let line = line?;
+            let fields: Vec<&str> = line.split(',').collect();
+            if fields.len() != FEATURES + 1 {
+                return Err(format!("{}: a row of {} fields", path.display(), fields.len()).into());
+            }
+            for f in &fields[..FEATURES] {
+                x.push(f.trim().parse::<f32>()? / 16.0);
+            }
+            y.push(fields[FEATURES].trim().parse()?);
+        }
+        Ok(Digits { x, y })
+    }
+
+    fn len(&self) -> usize {
+        self.y.len()
+    }
+
+    /// The examples at `rows` as an `(n, 64)` tensor and their labels.
+    fn gather(&self, rows: &[usize]) -> purestate::Result<(Tensor, Vec<usize>)> {
+        let x = rows.iter().flat_map(|&r| self.x[r * FEATURES..(r + 1) * FEATURES].iter().copied()).collect();
+        Ok((Tensor::from_shape_vec([rows.len(), FEATURES], x)?, rows.iter().map(|&r| self.y[r]).collect()))
+    }
+}
+
+struct Model {
+    w1: Variable,
+    b1: Variable,
+    w2: Variable,
+    b2: Variable,
+    seen: Variable,
+    correct: Variable,
+}
+
+impl Model {
+    fn create(state: &mut StateStore) -> purestate::Result<Model> {
+        let dense = |state: &mut StateStore, name: &str, fan_in: usize, fan_out: usize, seed: u64| {
+            let kernel = state.create(
+                VariableSpec::new(init::GlorotUniform)
+                    .shape([fan_in, fan_out])
+                    .name("kernel")
+                    .name_scope(name)
+                    .seed(Key::new(seed)),
+            )?;
+            let bias = state.create(VariableSpec::new(init::Zeros).shape([fan_out]).name("bias").name_scope(name))?;
+            Ok::<_, Error>((kernel, bias))
+        };
+        let (w1, b1) = dense(state, "hidden", FEATURES, HIDDEN, 1)?;
+        let (w2, b2) = dense(state, "output", HIDDEN, CLASSES, 2)?;
+        // Metrics: one count per replica, summed when read (Keras metrics are sum/on_read variables).
+        let metric = |state: &mut StateStore, name: &str| {
+            state.create(
+                VariableSpec::new(init::Zeros)
+                    .shape([])
+                    .dtype("int64")
+                    .name(name)
+                    .name_scope("metrics")
+                    .trainable(false)
+                    .aggregation("sum")
+                    .synchronization("on_read"),
+            )
+        };
+        let seen = metric(state, "seen")?;
+        let correct = metric(state, "correct")?;
+        Ok(Model { w1, b1, w2, b2, seen, correct })
+    }
+
+    fn params(&self) -> [Variable; 4] {
+        [self.w1.clone(), self.b1.clone(), self.w2.clone(), self.b2.clone()]
+    }
+
+    /// One replica's step: the mean cross-entropy over its shard, its gradient and the metric updates.
+    ///
+    /// The backward pass is written by hand. When `grad::value_and_grad` lands it replaces the block
+    /// marked below with one line:
+    /// `let (loss, grads) = grad::value_and_grad(&state, |s| self.loss(s, &x, &labels))?;`
+    fn step(&self, x: &Tensor, labels: &[usize], mut state: StateStore) -> purestate::Result<ReplicaOutput> {
+        let n = labels.len();
+        // --- forward and hand-written backward (to be replaced by grad::value_and_grad) ---
+        let h = x.matmul(&state.get(&self.w1)?)?.add(&state.get(&self.b1)?)?.tanh()?;
+        let p = h.matmul(&state.get(&self.w2)?)?.add(&state.get(&self.b2)?)?.softmax(-1)?;
+        let pv = p.to_vec::<f32>()?;
+        let loss =
+            labels.iter().enumerate().map(|(i, &c)| -pv[i * CLASSES + c].max(1e-30).ln()).sum::<f32>() / n as f32;
+        let onehot =
+            Tensor::from_fn([n, CLASSES], DType::Float32, |k| f64::from(u8::from(labels[k / CLASSES] == k % CLASSES)));
+        let dlogits = p.sub(&onehot)?.div(n as f32)?;
+        let gw2 = h.transpose().to_standard_layout().matmul(&dlogits)?;
+        let gb2 = dlogits.sum(0, false)?;
+        let dh = dlogits.matmul(&state.get(&self.w2)?.transpose().to_standard_layout())?;
+        let dpre = dh.mul(&h.square()?.mul(-1.0f32)?.add(1.0f32)?)?;
+        let gw1 = x.transpose().to_standard_layout().matmul(&dpre)?;
+        let gb1 = dpre.sum(0, false)?;
+        let grads = Grads::from_pairs([
+            (self.w1.clone(), gw1),
+            (self.b1.clone(), gb1),
+            (self.w2.clone(), gw2),
+            (self.b2.clone(), gb2),
+        ])?;
+        // --- end of the hand-written gradient ---
+        let correct =
+            labels.iter().enumerate().filter(|&(i, &c)| argmax(&pv[i * CLASSES..(i + 1) * CLASSES]) == c).count();
+        state.assign_add(&self.seen, Tensor::scalar(n as i64))?;
+        state.assign_add(&self.correct, Tensor::scalar(correct as i64))?;
+        Ok(ReplicaOutput { state, grads, loss })
+    }
+
+    fn accuracy(&self, state: &StateStore, data: &Digits, rows: Range<usize>) -> purestate::Result<f64> {
+        let rows: Vec<usize> = rows.collect();
+        let (x, labels) = data.gather(&rows)?;
+        let h = x.matmul(&state.get(&self.w1)?)?.add(&state.get(&self.b1)?)?.tanh()?;
+        let logits = h.matmul(&state.get(&self.w2)?)?.add(&state.get(&self.b2)?)?.to_vec::<f32>()?;
+        let correct =
+            labels.iter().enumerate().filter(|&(i, &c)| argmax(&logits[i * CLASSES..(i + 1) * CLASSES]) == c).count();
+        Ok(correct as f64 / labels.len() as f64)
+    }
+}
+
+fn argmax(xs: &[f32]) -> usize {
+    xs.iter().enumerate().fold(0, |best, (i, &x)| if x > xs[best] { i } else { best })
+}
+
+fn runner(opts: &Options) -> BoxResult<Replicas> {
+    if opts.mpi {
+        #[cfg(feature = "mpi")]
+        return Ok(Replicas::mpi()?);
+        #[cfg(not(feature = "mpi"))]
+        return Err("--mpi needs a build with `--features mpi`".into());
+    }
+    Ok(Replicas::in_process(opts.replicas)?)
+}
+
+fn main() -> BoxResult<()> {
+    let opts = options()?;
+    let replicas = runner(&opts)?;
+    let data = Digits::load(&opts.data)?;
+    if data.len() <= TRAIN {
+        return Err(format!("{}: {} examples, expected more than {TRAIN}", opts.data.display(), data.len()).into());
+    }
+    let mut state = StateStore::new();
+    let model = Model::create(&mut state)?;
+    let mut opt = Adam::new(1e-2);
+    opt.build(&mut state, &model.params())?;
+    // Every rank keeps the same history; rank 0 alone prints and writes the checkpoint.
+    let mut trainer: Trainer = Trainer::new(state);
+    let primary = replicas.is_primary();
+    if primary {
+        println!(
+            "{} replicas ({}), {} epochs, global batch {}",
+            replicas.num_replicas(),
+            replicas.backend(),
+            opts.epochs,
+            opts.batch
+        );
+    }
+    let started = std::time::Instant::now();
+    for epoch in 0..opts.epochs {
+        // A fixed shuffle per epoch: every rank computes the same order.
+        let order: Vec<usize> = (0..TRAIN).map(|i| (i * 7919 + epoch * 131) % TRAIN).collect();
+        let mut loss_sum = 0.0f64;
+        let mut batches = 0;
+        for rows in order.chunks(opts.batch) {
+            let out = replicas.step(trainer.state(), rows.len(), |ctx: &ReplicaContext, s| {
+                let (x, labels) = data.gather(&rows[ctx.range()])?;
+                model.step(&x, &labels, s)
+            })?;
+            loss_sum += f64::from(out.loss);
+            batches += 1;
+            let next = opt.apply(out.state, &out.grads)?;
+            trainer.commit(next)?;
+        }
+        let fingerprint = replicas.verify_fingerprint(trainer.state())?;
+        if primary {
+            let state = trainer.state();
+            let seen = state.get(&model.seen)?.to_i64()?;
+            let correct = state.get(&model.correct)?.to_i64()?;
+            println!(
+                "epoch {epoch}: loss {:.4}, train accuracy {:.3} ({correct}/{seen} counted once each), test accuracy {:.3}, state {fingerprint}",
+                loss_sum / batches as f64,
+                correct as f64 / seen as f64,
+                model.accuracy(state, &data, TRAIN..data.len())?,
+            );
+        }
+    }
+    let fingerprint = replicas.verify_fingerprint(trainer.state())?;
+    if primary {
+        if let Some(path) = &opts.checkpoint {
+            checkpoint::save(trainer.state(), path)?;
+            println!("saved {}", path.display());
+        }
+        println!("version {}, {:.2} s", trainer.head(), started.elapsed().as_secs_f64());
+        println!("fingerprint {fingerprint}");
+    }
+    Ok(())
+}
