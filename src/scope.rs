@@ -57,7 +57,13 @@ impl Scope {
     /// A scope over a snapshot of `state` (O(1)). Over a mixed-precision store (see
     /// [`StateStore::with_policy`]) it reads float variables in the policy's compute dtype.
     pub fn new(state: &StateStore) -> Scope {
-        Scope { current: state.clone(), overrides: HashMap::new(), autocast: state.compute_dtype(), losses: Vec::new(), tape: None }
+        Scope {
+            current: state.clone(),
+            overrides: HashMap::new(),
+            autocast: state.compute_dtype(),
+            losses: Vec::new(),
+            tape: None,
+        }
     }
 
     /// A scope over `state` whose reads of the variables in `leaves` return those traced values, recording

@@ -1,7 +1,7 @@
 //! The digits data set shipped in `data/digits.csv.gz` (UCI, CC BY 4.0; see `data/README.md`): loading,
 //! a seeded train/test split and mini-batches drawn with purestate's random keys.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::io::Read;
 

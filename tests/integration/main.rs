@@ -13,4 +13,5 @@ mod replica;
 mod scope;
 mod store;
 mod tidy;
+mod train;
 mod trainer;

@@ -1,0 +1,220 @@
+//! Train a 64-128-10 multilayer perceptron on the digits data set with pure steps, and show what a
+//! functional training state buys: every step is committed with the record of what it consumed, a
+//! deliberately too-large learning rate is refused by the divergence guard and rolled back, every epoch is
+//! tagged and checkpointed, and at the end the whole run is replayed from version 0 bit for bit.
+//!
+//! `cargo run --release --example train -- [--epochs N] [--lr X] [--seed S] [--threads T] [--batch B]
+//!  [--checkpoint-dir DIR] [--no-blowup]`
+
+#[path = "common/digits.rs"]
+mod digits;
+#[path = "common/mlp.rs"]
+mod mlp;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use digits::{epoch_batches, Digits};
+use indicatif::{ProgressBar, ProgressStyle};
+use mlp::{train_step, StepRecord};
+use purestate::random::Key;
+use purestate::{CheckpointManager, Error, Retention, Trainer};
+
+struct Args {
+    epochs: u32,
+    lr: f32,
+    seed: u64,
+    threads: usize,
+    batch: usize,
+    checkpoint_dir: PathBuf,
+    blowup: bool,
+}
+
+fn parse_args() -> std::result::Result<Args, String> {
+    let mut args = Args {
+        epochs: 15,
+        lr: 3e-3,
+        seed: 0,
+        threads: 0,
+        batch: 64,
+        checkpoint_dir: PathBuf::from("checkpoints"),
+        blowup: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        match flag.as_str() {
+            "--epochs" => args.epochs = value("--epochs")?.parse().map_err(|e| format!("--epochs: {e}"))?,
+            "--lr" => args.lr = value("--lr")?.parse().map_err(|e| format!("--lr: {e}"))?,
+            "--seed" => args.seed = value("--seed")?.parse().map_err(|e| format!("--seed: {e}"))?,
+            "--threads" => args.threads = value("--threads")?.parse().map_err(|e| format!("--threads: {e}"))?,
+            "--batch" => args.batch = value("--batch")?.parse().map_err(|e| format!("--batch: {e}"))?,
+            "--checkpoint-dir" => args.checkpoint_dir = PathBuf::from(value("--checkpoint-dir")?),
+            "--no-blowup" => args.blowup = false,
+            "--help" | "-h" => {
+                return Err("usage: train [--epochs N] [--lr X] [--seed S] [--threads T] [--batch B] \
+                            [--checkpoint-dir DIR] [--no-blowup]"
+                    .into())
+            }
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    if args.batch == 0 || args.epochs == 0 {
+        return Err("--batch and --epochs must be positive".into());
+    }
+    Ok(args)
+}
+
+fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let args = parse_args().map_err(|e| -> Box<dyn std::error::Error> { e.into() })?;
+    if args.threads > 0 {
+        rayon::ThreadPoolBuilder::new().num_threads(args.threads).build_global()?;
+    }
+    let data = Digits::load()?;
+    let key = Key::new(args.seed);
+    let (train, test) = data.split(key.fold_in(0), 0.2)?;
+    println!(
+        "digits: {} examples, {} for training, {} held out; MLP 64-128-10, Adam lr {}, batch {}, {} epochs",
+        data.len(),
+        train.len(),
+        test.len(),
+        args.lr,
+        args.batch,
+        args.epochs
+    );
+
+    let (state, model, opt) = mlp::build(key, args.lr)?;
+
+    let mut trainer: Trainer<StepRecord> =
+        Trainer::new(state).with_nonfinite_guard(true).with_retention(Retention::keep_last(32).and_every(100));
+    let manager = CheckpointManager::new(&args.checkpoint_dir, 3, None)?;
+    let mut curve = Curve::default();
+
+    let steps_per_epoch = train.len().div_ceil(args.batch) as u64;
+    let bar = ProgressBar::new(steps_per_epoch * u64::from(args.epochs));
+    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}").expect("valid template"));
+    let started = Instant::now();
+    let mut steps_run = 0u64;
+    let blowup_epoch = if args.blowup { Some(2.min(args.epochs)) } else { None };
+
+    let mut epoch = 1;
+    while epoch <= args.epochs {
+        let blowup = blowup_epoch == Some(epoch) && !curve.blowup_done;
+        if blowup {
+            trainer.tag("before-blowup")?;
+        }
+        let batches = epoch_batches(&train, key.fold_in(2), epoch, args.batch)?;
+        let mut refused = false;
+        for (i, ids) in batches.iter().enumerate() {
+            // A deliberately absurd learning rate for the first steps of the blow-up epoch.
+            let learning_rate = if blowup && i < 5 { 1e35 } else { args.lr };
+            let record =
+                StepRecord { epoch, step: i as u32, ids: ids.iter().map(|&i| i as u32).collect(), learning_rate };
+            let (next, loss) = train_step(trainer.state().clone(), &model, &opt, &data, &record)?;
+            steps_run += 1;
+            match trainer.commit_with(next, record) {
+                Ok(version) => curve.loss.push((version, loss)),
+                Err(Error::NonFinite { path, base }) => {
+                    let good = trainer.version_of_tag("before-blowup")?;
+                    let message = format!(
+                        "epoch {epoch} step {i}: lr {learning_rate:e} made `{path}` non-finite (state derived from v{}); \
+                         refused, rolled back to v{good} and resumed with lr {}",
+                        base.unwrap_or(0),
+                        args.lr
+                    );
+                    bar.suspend(|| println!("{message}"));
+                    curve.refused.push((base.unwrap_or(0), good));
+                    trainer.rollback(good)?;
+                    curve.blowup_done = true;
+                    refused = true;
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            bar.inc(1);
+        }
+        if refused {
+            continue; // the same epoch again, from the rolled-back state
+        }
+        let acc = model.accuracy(trainer.state(), &data, &test)?;
+        curve.accuracy.push((trainer.head(), acc));
+        let last_loss = curve.loss.last().map_or(f32::NAN, |l| l.1);
+        let message = format!("epoch {epoch}: loss {last_loss:.4}, held-out accuracy {:.1}%", acc * 100.0);
+        bar.suspend(|| println!("{message}"));
+        bar.set_message(message);
+        trainer.tag(format!("epoch-{epoch}"))?;
+        manager.save(trainer.head(), trainer.state())?;
+        epoch += 1;
+    }
+    bar.finish();
+    let elapsed = started.elapsed();
+
+    let accuracy = model.accuracy(trainer.state(), &data, &test)?;
+    println!(
+        "trained {} committed versions ({} steps run) in {:.2?}: {:.0} us per step; held-out accuracy {:.2}%",
+        trainer.head(),
+        steps_run,
+        elapsed,
+        elapsed.as_secs_f64() * 1e6 / steps_run as f64,
+        accuracy * 100.0
+    );
+    println!("head v{} fingerprint {}", trainer.head(), trainer.fingerprint(trainer.head())?);
+
+    let replay_start = Instant::now();
+    let report = trainer.replay(0, trainer.head(), |s, rec| Ok(train_step(s, &model, &opt, &data, rec)?.0))?;
+    println!("replay: {report} ({:.2?})", replay_start.elapsed());
+
+    let steps = manager.all_steps()?;
+    println!("checkpoints in {}: versions {:?}", args.checkpoint_dir.display(), steps);
+    let svg = args.checkpoint_dir.join("train_curve.svg");
+    curve.draw(&svg)?;
+    println!("training curve: {}", svg.display());
+    if !report.is_bit_identical() {
+        return Err("replay diverged".into());
+    }
+    Ok(())
+}
+
+/// What the picture shows: loss per committed version, held-out accuracy per epoch, refused steps.
+#[derive(Default)]
+struct Curve {
+    loss: Vec<(u64, f32)>,
+    accuracy: Vec<(u64, f64)>,
+    refused: Vec<(u64, u64)>,
+    blowup_done: bool,
+}
+
+impl Curve {
+    fn draw(&self, path: &std::path::Path) -> std::result::Result<(), Box<dyn std::error::Error>> {
+        use plotters::prelude::*;
+        let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let max_v = self.loss.iter().map(|l| l.0).max().unwrap_or(1) as f64;
+        let finite: Vec<(f64, f64)> = self
+            .loss
+            .iter()
+            .filter(|l| l.1.is_finite())
+            .map(|&(v, l)| (v as f64, f64::from(l).max(1e-4).log10()))
+            .collect();
+        let (lo, hi) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+        let mut chart = ChartBuilder::on(&root)
+            .margin(20)
+            .caption(
+                "digits MLP: log10 loss per version (blue), held-out accuracy (green), refused (red)",
+                ("sans-serif", 16),
+            )
+            .x_label_area_size(30)
+            .y_label_area_size(40)
+            .build_cartesian_2d(0.0..max_v.max(1.0), (lo - 0.1).min(-0.05)..(hi + 0.1).max(0.05))?;
+        chart.configure_mesh().x_desc("version").y_desc("log10 loss / accuracy").draw()?;
+        chart.draw_series(LineSeries::new(finite.iter().copied(), &BLUE))?;
+        chart.draw_series(LineSeries::new(self.accuracy.iter().map(|&(v, a)| (v as f64, a)), GREEN.stroke_width(2)))?;
+        chart.draw_series(self.accuracy.iter().map(|&(v, a)| Circle::new((v as f64, a), 3, GREEN.filled())))?;
+        for &(at, back_to) in &self.refused {
+            chart.draw_series(LineSeries::new([(at as f64, lo - 0.1), (at as f64, hi + 0.1)], RED.stroke_width(2)))?;
+            chart.draw_series(LineSeries::new([(at as f64, hi), (back_to as f64, hi)], RED.stroke_width(1)))?;
+        }
+        root.present()?;
+        Ok(())
+    }
+}
