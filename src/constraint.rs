@@ -37,7 +37,7 @@ pub struct NonNeg;
 
 impl Constraint for NonNeg {
     fn apply(&self, w: &Tensor) -> Result<Tensor> {
-        w.mul(&w.greater_equal(0.0)?.cast(w.dtype()))
+        w.mul(w.greater_equal(0.0)?.cast(w.dtype()))
     }
     fn name(&self) -> &'static str {
         "NonNeg"
