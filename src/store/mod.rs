@@ -4,7 +4,6 @@
 //! iteration is in creation order for free. `clone()` is O(1) and is the snapshot: a write to one copy copies
 //! the O(log n) tree nodes on its path and, only if another copy still shares it, the value's buffer.
 
-mod arith;
 mod diff;
 mod fingerprint;
 mod lineage;
@@ -24,6 +23,7 @@ pub(crate) use lineage::{Lineage, VarKey};
 use crate::constraint::Constraint;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::ops::BinaryOp;
 use crate::random::Key;
 use crate::regularizer::Regularizer;
 use crate::tensor::Tensor;
@@ -323,7 +323,7 @@ impl StateStore {
     /// [`Error::Broadcast`] when `value` does not broadcast to the variable's shape; [`Error::ForeignVariable`],
     /// [`Error::StaleVariable`]. On error the store is unchanged.
     pub fn assign_add(&mut self, var: &Variable, value: impl Into<Tensor>) -> Result<()> {
-        self.update_arith(var, value.into(), arith::Op::Add)
+        self.update_arith(var, value.into(), BinaryOp::Add)
     }
 
     /// Subtracts `value` from the current value (Keras: `Variable.assign_sub`); as [`assign_add`](Self::assign_add).
@@ -331,14 +331,20 @@ impl StateStore {
     /// # Errors
     /// As [`assign_add`](Self::assign_add).
     pub fn assign_sub(&mut self, var: &Variable, value: impl Into<Tensor>) -> Result<()> {
-        self.update_arith(var, value.into(), arith::Op::Sub)
+        self.update_arith(var, value.into(), BinaryOp::Subtract)
     }
 
-    fn update_arith(&mut self, var: &Variable, value: Tensor, op: arith::Op) -> Result<()> {
+    /// `value = cast(value op operand)` through the operators' in-place form (promotion, broadcasting, in place
+    /// when the promoted dtype is the variable's and no snapshot shares the buffer).
+    fn update_arith(&mut self, var: &Variable, operand: Tensor, op: BinaryOp) -> Result<()> {
         self.check(var)?;
-        let floatx = self.floatx;
         let current = self.value_mut(var)?;
-        arith::apply_in_place(current, &value, op, floatx, var.path())
+        current.assign_binary(op, &operand).map_err(|e| match e {
+            Error::Broadcast { .. } => {
+                Error::ShapeMismatch { path: var.path().into(), expected: var.shape().clone(), got: operand.shape() }
+            }
+            other => other,
+        })
     }
 
     /// Handles of every variable, in creation order. O(n).
