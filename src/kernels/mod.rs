@@ -13,7 +13,7 @@
 //! | --- | --- |
 //! | [`unary`] | `map` (new array), `map_inplace`, `map_slice` |
 //! | [`binary`] | `zip_map` with broadcasting, `zip_map_assign` (in place), `zip3_map` (`where`), `broadcast_shapes` |
-//! | [`zip_mut`] | `zip_mut` over tuples of slices: the fused in-place updates of the optimizers |
+//! | [`mod@zip_mut`] | `zip_mut` over tuples of slices: the fused in-place updates of the optimizers |
 //! | [`reduce`] | `sum_by`, `min_max_by`, `argmax_by`, `fold_chunks`, `map_rows` |
 //! | [`par`] | `map_tasks`: coarse jobs (one per replica) in parallel, results in order |
 
