@@ -239,6 +239,11 @@ fn main() -> BoxResult<()> {
     for epoch in 0..opts.epochs {
         // A fixed shuffle per epoch: every rank computes the same order.
         let order: Vec<usize> = (0..TRAIN).map(|i| (i * 7919 + epoch * 131) % TRAIN).collect();
+        // Reset the metrics: a version like any other; the replicas restart their counts from it.
+        let mut reset = trainer.state().clone();
+        reset.assign(&model.seen, Tensor::scalar(0i64))?;
+        reset.assign(&model.correct, Tensor::scalar(0i64))?;
+        trainer.commit(reset)?;
         let mut loss_sum = 0.0f64;
         let mut batches = 0;
         for rows in order.chunks(opts.batch) {

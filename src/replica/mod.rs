@@ -1,7 +1,7 @@
 //! Data-parallel replicas: [`Replicas`] splits a global batch into shards, runs a pure per-replica step on
 //! each against the same state, and combines what the replicas return: gradients by the shard-weighted mean,
-//! assignments by each variable's [`Aggregation`], `on_read` variables kept per replica
-//! ([`Synchronization`]). Replicas run on rayon threads in one process ([`Replicas::in_process`]) or, with the
+//! assignments by each variable's [`Aggregation`](crate::Aggregation), `on_read` variables kept per replica
+//! ([`Synchronization`](crate::Synchronization)). Replicas run on rayon threads in one process ([`Replicas::in_process`]) or, with the
 //! cargo feature `mpi`, one per MPI rank (`Replicas::mpi`), with bit-identical results.
 //!
 //! # The per-replica step
@@ -88,8 +88,6 @@ use crate::kernels;
 use crate::store::{Fingerprint, StateStore};
 use crate::tensor::Tensor;
 use crate::variable::Variable;
-#[allow(unused_imports)] // for the module docs' links
-use crate::variable::{Aggregation, Synchronization};
 
 /// What one replica's step returns (see the [module docs](self)).
 #[derive(Clone, Debug)]

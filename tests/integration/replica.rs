@@ -118,12 +118,14 @@ fn n_replicas_give_the_update_of_one_replica_over_the_whole_batch() {
         let out = run(n, &state, &m, &data);
         for var in [&m.w, &m.b] {
             let d = max_rel_diff(one.grads.get(var).unwrap(), out.grads.get(var).unwrap());
+            eprintln!("N = {n}: `{}` gradient max relative difference {d:e}", var.path());
             assert!(d <= 4.0 * f64::from(f32::EPSILON), "N = {n}: `{}` gradient differs by {d:e}", var.path());
         }
         assert!((one.loss - out.loss).abs() <= 4.0 * f32::EPSILON * one.loss, "N = {n}: loss");
         let next = opt.apply(out.state.clone(), &out.grads).unwrap();
         for var in [&m.w, &m.b] {
             let d = next_one.get(var).unwrap().max_abs_diff(&next.get(var).unwrap()).unwrap();
+            eprintln!("N = {n}: `{}` after one SGD step, max abs difference {d:e}", var.path());
             assert!(d <= 1e-6, "N = {n}: `{}` update differs by {d:e}", var.path());
         }
         assert_eq!(out.state.get(&m.seen).unwrap().to_vec::<i64>().unwrap(), [10], "N = {n}");
