@@ -36,6 +36,8 @@ fn add(c: &mut Criterion) {
             })
         });
         let (xa, ya) = (Array1::from(values(n, 1.0)), Array1::from(values(n, 2.0)));
+        // The same fresh-output operation in plain ndarray (a new array per call, from the system allocator).
+        g.bench_function("ndarray_new_output", |b| b.iter(|| black_box(&xa) + &ya));
         let mut out = Array1::<f32>::zeros(n);
         g.bench_function("ndarray_loop_into_existing", |b| {
             b.iter(|| Zip::from(&mut out).and(black_box(&xa)).and(&ya).for_each(|o, &a, &b| *o = a + b))

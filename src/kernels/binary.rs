@@ -63,7 +63,7 @@ pub fn zip_map<A, B, C>(
 where
     A: Copy + Send + Sync,
     B: Copy + Send + Sync,
-    C: Copy + Send + Sync + Default,
+    C: Copy + Send + Sync + Default + 'static,
 {
     let shape = broadcast_shapes(op, a.shape(), b.shape())?;
     let n: usize = shape.iter().product();
@@ -80,22 +80,22 @@ where
         a_full = materialize(a, &shape);
         la = Some(Lay::Full(a_full.as_slice().expect("standard layout")));
     }
-    // `vec![zero; n]` comes from `calloc`: no zero-fill pass, pages are touched once by the loop.
-    let mut out = vec![C::default(); n];
+    let mut buf = super::buffer::alloc::<C>(n);
+    let out = buf.as_mut_slice();
     match (la.expect("set above"), lb) {
-        (Lay::Full(x), Lay::Full(y)) => zip_slices(x, y, &mut out, f),
-        (Lay::Full(x), Lay::One(y)) => unary::map_slice(x, &mut out, |x| f(x, y)),
-        (Lay::One(x), Lay::Full(y)) => unary::map_slice(y, &mut out, |y| f(x, y)),
+        (Lay::Full(x), Lay::Full(y)) => zip_slices(x, y, out, f),
+        (Lay::Full(x), Lay::One(y)) => unary::map_slice(x, out, |x| f(x, y)),
+        (Lay::One(x), Lay::Full(y)) => unary::map_slice(y, out, |y| f(x, y)),
         (Lay::Full(x), Lay::Tile(y)) => {
-            tiled(&mut out, y.len(), |o, i| o.iter_mut().zip(&x[i..]).zip(y).for_each(|((o, &x), &y)| *o = f(x, y)))
+            tiled(out, y.len(), |o, i| o.iter_mut().zip(&x[i..]).zip(y).for_each(|((o, &x), &y)| *o = f(x, y)))
         }
         (Lay::Tile(x), Lay::Full(y)) => {
-            tiled(&mut out, x.len(), |o, i| o.iter_mut().zip(x).zip(&y[i..]).for_each(|((o, &x), &y)| *o = f(x, y)))
+            tiled(out, x.len(), |o, i| o.iter_mut().zip(x).zip(&y[i..]).for_each(|((o, &x), &y)| *o = f(x, y)))
         }
-        (Lay::One(x), Lay::One(y)) => out.fill(f(x, y)),
+        (Lay::One(x), Lay::One(y)) => unary::fill(out, f(x, y)),
         _ => unreachable!("operands other than full or one are materialized above"),
     }
-    Ok(ArrayD::from_shape_vec(IxDyn(&shape), out).expect("one value per position"))
+    Ok(buf.into_arrayd(&shape))
 }
 
 /// `f(a, b, c)` for every triple of elements broadcast together, in a new array (`where`).
@@ -113,7 +113,7 @@ where
     A: Copy + Send + Sync,
     B: Copy + Send + Sync,
     C: Copy + Send + Sync,
-    D: Copy + Send + Sync + Default,
+    D: Copy + Send + Sync + Default + 'static,
 {
     let ab = broadcast_shapes(op, a.shape(), b.shape())?;
     let shape = broadcast_shapes(op, &ab, c.shape()).map_err(|_| Error::Broadcast {
@@ -122,10 +122,10 @@ where
         rhs: Shape::from(c.shape()),
     })?;
     let (a, b, c) = (materialize(a, &shape), materialize(b, &shape), materialize(c, &shape));
-    let mut out = vec![D::default(); a.len()];
+    let mut out = super::buffer::alloc::<D>(a.len());
     let (sa, sb, sc) = (a.as_slice().expect("std"), b.as_slice().expect("std"), c.as_slice().expect("std"));
-    super::zip_mut((&mut out[..], sa, sb, sc), |(o, x, y, z)| *o = f(x, y, z)).expect("equal lengths");
-    Ok(ArrayD::from_shape_vec(IxDyn(&shape), out).expect("one value per position"))
+    super::zip_mut((out.as_mut_slice(), sa, sb, sc), |(o, x, y, z)| *o = f(x, y, z)).expect("equal lengths");
+    Ok(out.into_arrayd(&shape))
 }
 
 /// Replaces every element `x` of `dst` by `f(x, y)`, with `y` the matching element of `src` broadcast to

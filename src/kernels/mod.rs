@@ -15,9 +15,11 @@
 //! | [`binary`] | `zip_map` with broadcasting, `zip_map_assign` (in place), `zip3_map` (`where`), `broadcast_shapes` |
 //! | [`zip_mut`](mod@zip_mut) | `zip_mut` over tuples of slices: the fused in-place updates of the optimizers |
 //! | [`reduce`] | `sum_by`, `min_max_by`, `argmax_by`, `fold_chunks`, `map_rows` |
+//! | [`buffer`] | output buffers of large results: recycled through a bounded pool, staggered start offsets |
 //! | [`par`] | `map_tasks`: coarse jobs (one per replica) in parallel, results in order |
 
 pub mod binary;
+pub mod buffer;
 pub mod par;
 pub mod reduce;
 pub mod unary;
@@ -30,7 +32,7 @@ mod fill;
 pub use binary::{broadcast_shapes, zip3_map, zip_map, zip_map_assign};
 pub use fill::fill_indexed;
 pub use reduce::{argmax_by, fold_chunks, map_rows, min_max_by, sum_by, Acc};
-pub use unary::{map, map_inplace, map_slice};
+pub use unary::{fill, map, map_inplace, map_slice};
 pub use zip_mut::{zip_mut, Lanes};
 
 /// Elements below which a loop stays on the calling thread.

@@ -20,17 +20,25 @@ pub fn map<S, A, B, D>(a: &ArrayBase<S, D>, f: impl Fn(A) -> B + Sync + Send) ->
 where
     S: Data<Elem = A>,
     A: Copy + Send + Sync,
-    B: Copy + Send + Sync + Default,
+    B: Copy + Send + Sync + Default + 'static,
     D: Dimension,
 {
     match a.as_slice() {
         Some(src) => {
-            // `vec![zero; n]` comes from `calloc`: no zero-fill pass, pages are touched once by the loop.
-            let mut out = vec![B::default(); src.len()];
-            map_slice(src, &mut out, f);
-            Array::from_shape_vec(a.raw_dim(), out).expect("same length as the source")
+            let mut out = super::buffer::alloc::<B>(src.len());
+            map_slice(src, out.as_mut_slice(), f);
+            out.into_array(a.raw_dim())
         }
         None => map(&a.as_standard_layout(), f),
+    }
+}
+
+/// Writes `value` into every element of `dst` (parallel in chunks from [`THRESHOLD`] elements).
+pub fn fill<T: Copy + Send + Sync>(dst: &mut [T], value: T) {
+    if dst.len() < THRESHOLD {
+        dst.fill(value);
+    } else {
+        super::par_chunks_mut(dst, CHUNK, &|_, o| o.fill(value));
     }
 }
 

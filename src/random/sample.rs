@@ -524,9 +524,9 @@ fn next_toward_zero<H: Half>(x: H) -> H {
 
 /// A tensor of `shape` whose element `i` is `f(i)`, filled in parallel.
 fn generate<T: Element>(shape: Shape, n: usize, f: impl Fn(u64) -> T + Sync) -> Result<Tensor> {
-    let mut data = vec![T::default(); n];
-    fill_indexed(&mut data, |i| f(i as u64));
-    Tensor::from_shape_vec(shape, data)
+    let mut data = crate::kernels::buffer::alloc::<T>(n);
+    fill_indexed(data.as_mut_slice(), |i| f(i as u64));
+    Ok(Tensor::from(data.into_arrayd(shape.dims())))
 }
 
 /// The number of elements of `shape`, or an error when it overflows.

@@ -20,8 +20,8 @@ impl Tensor {
         let shape = shape.into();
         let value = value.into();
         with_dtype!(dtype, T => {
-            let array: ArcArray<T, IxDyn> = ArcArray::from_elem(IxDyn(shape.dims()), T::from_scalar(value));
-            Tensor::from_ndarray(array)
+            let array = crate::kernels::buffer::filled(shape.size(), T::from_scalar(value)).into_arrayd(shape.dims());
+            Tensor::from_ndarray(array.into_shared())
         })
     }
 
