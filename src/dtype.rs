@@ -253,6 +253,12 @@ pub fn result_type_weak(operands: &[Operand], floatx: DType) -> (DType, bool) {
     if operands.is_empty() {
         return (floatx, false);
     }
+    // The common case, every operand a tensor of one dtype, decides without building the lattice walk.
+    if let Operand::Tensor(d) = operands[0] {
+        if operands.iter().all(|&o| o == Operand::Tensor(d)) {
+            return (d, false);
+        }
+    }
     let parts: Vec<(Node, bool)> = operands.iter().map(|&o| operand_parts(o)).collect();
     let all_weak = parts.iter().all(|p| p.1);
     let (out, mut out_weak) = if parts.len() == 1 {

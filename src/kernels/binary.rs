@@ -6,7 +6,7 @@
 //! leading axes (a bias row) is tiled; any other operand (strided, or broadcast along an inner axis) is first
 //! copied to the output's shape.
 
-use ndarray::{ArrayBase, ArrayD, ArrayViewD, DataMut, IxDyn, Zip};
+use ndarray::{ArrayBase, ArrayD, ArrayViewD, DataMut, Dimension, IxDyn, Zip};
 
 use super::{unary, CHUNK, THRESHOLD};
 use crate::error::{Error, Result};
@@ -25,12 +25,21 @@ use crate::tensor::Shape;
 /// # Ok::<(), purestate::Error>(())
 /// ```
 pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    broadcast_dim(op, a, b).map(|d| d.slice().to_vec())
+}
+
+/// [`broadcast_shapes`] as an `ndarray` dimension (no heap allocation up to four axes: the per-operation
+/// path of small tensors).
+pub(crate) fn broadcast_dim(op: &'static str, a: &[usize], b: &[usize]) -> Result<IxDyn> {
+    if a == b {
+        return Ok(IxDyn(a));
+    }
     let n = a.len().max(b.len());
-    let mut out = vec![0; n];
-    for (i, o) in out.iter_mut().enumerate() {
+    let mut out = IxDyn::zeros(n);
+    for i in 0..n {
         let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
         let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
-        *o = match (da, db) {
+        out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
             (x, 1) => x,
@@ -65,24 +74,47 @@ where
     B: Copy + Send + Sync,
     C: Copy + Send + Sync + Default + 'static,
 {
-    let shape = broadcast_shapes(op, a.shape(), b.shape())?;
+    let dim = broadcast_dim(op, a.shape(), b.shape())?;
+    let shape = dim.slice();
     let n: usize = shape.iter().product();
     let (a_full, b_full);
-    let mut la = layout(a, &shape);
-    let lb = match layout(b, &shape) {
+    let mut la = layout(a, shape);
+    let lb = match layout(b, shape) {
         Some(l) => l,
         None => {
-            b_full = materialize(b, &shape);
+            b_full = materialize(b, shape);
             Lay::Full(b_full.as_slice().expect("standard layout"))
         }
     };
     if la.is_none() || (!matches!(lb, Lay::Full(_)) && !matches!(la, Some(Lay::Full(_)) | Some(Lay::One(_)))) {
-        a_full = materialize(a, &shape);
+        a_full = materialize(a, shape);
         la = Some(Lay::Full(a_full.as_slice().expect("standard layout")));
+    }
+    let la = la.expect("set above");
+    if n < THRESHOLD {
+        // One thread: build the output by extending an empty vector (no zero-fill pass, no pool).
+        let out: Vec<C> = match (la, lb) {
+            (Lay::Full(x), Lay::Full(y)) => x.iter().zip(y).map(|(&x, &y)| f(x, y)).collect(),
+            (Lay::Full(x), Lay::One(y)) => x.iter().map(|&x| f(x, y)).collect(),
+            (Lay::One(x), Lay::Full(y)) => y.iter().map(|&y| f(x, y)).collect(),
+            (Lay::Full(x), Lay::Tile(y)) => {
+                let mut out = Vec::with_capacity(n);
+                x.chunks(y.len()).for_each(|x| out.extend(x.iter().zip(y).map(|(&x, &y)| f(x, y))));
+                out
+            }
+            (Lay::Tile(x), Lay::Full(y)) => {
+                let mut out = Vec::with_capacity(n);
+                y.chunks(x.len()).for_each(|y| out.extend(x.iter().zip(y).map(|(&x, &y)| f(x, y))));
+                out
+            }
+            (Lay::One(x), Lay::One(y)) => vec![f(x, y); n],
+            _ => unreachable!("operands other than full or one are materialized above"),
+        };
+        return Ok(ArrayD::from_shape_vec(dim, out).expect("one value per position"));
     }
     let mut buf = super::buffer::alloc::<C>(n);
     let out = buf.as_mut_slice();
-    match (la.expect("set above"), lb) {
+    match (la, lb) {
         (Lay::Full(x), Lay::Full(y)) => zip_slices(x, y, out, f),
         (Lay::Full(x), Lay::One(y)) => unary::map_slice(x, out, |x| f(x, y)),
         (Lay::One(x), Lay::Full(y)) => unary::map_slice(y, out, |y| f(x, y)),
@@ -95,7 +127,7 @@ where
         (Lay::One(x), Lay::One(y)) => unary::fill(out, f(x, y)),
         _ => unreachable!("operands other than full or one are materialized above"),
     }
-    Ok(buf.into_arrayd(&shape))
+    Ok(buf.into_array(dim))
 }
 
 /// `f(a, b, c)` for every triple of elements broadcast together, in a new array (`where`).
@@ -154,21 +186,22 @@ where
     A: Copy + Send + Sync,
     B: Copy + Send + Sync,
 {
-    let shape = broadcast_shapes(op, dst.shape(), src.shape())?;
-    if shape.as_slice() != dst.shape() {
+    let dim = broadcast_dim(op, dst.shape(), src.shape())?;
+    let shape = dim.slice();
+    if shape != dst.shape() {
         return Err(Error::Broadcast { op, lhs: Shape::from(dst.shape()), rhs: Shape::from(src.shape()) });
     }
     let src_full;
-    let ls = match layout(src, &shape) {
+    let ls = match layout(src, shape) {
         Some(l) => l,
         None => {
-            src_full = materialize(src, &shape);
+            src_full = materialize(src, shape);
             Lay::Full(src_full.as_slice().expect("standard layout"))
         }
     };
     let Some(d) = dst.as_slice_mut() else {
         // A strided destination: walk it with ndarray (rare: views are made contiguous before ops).
-        let bv = src.broadcast(IxDyn(&shape)).expect("checked by broadcast_shapes");
+        let bv = src.broadcast(dim.clone()).expect("checked by broadcast_dim");
         Zip::from(dst).and(&bv).for_each(|x, &y| *x = f(*x, y));
         return Ok(());
     };

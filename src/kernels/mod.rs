@@ -48,7 +48,7 @@ pub const THRESHOLD: usize = 1 << 18;
 /// it changes the bits of float sums.
 pub const CHUNK: usize = 1 << 14;
 
-/// True when `pred` holds for every element (short-circuits per chunk).
+/// True when `pred` holds for every element (see [`any`] for how the search stops early).
 pub fn all<A: Copy + Send + Sync>(a: &ArcArray<A, IxDyn>, pred: impl Fn(A) -> bool + Sync + Send) -> bool {
     match a.as_slice() {
         Some(s) => !any(s, |x| !pred(x)),
@@ -56,14 +56,22 @@ pub fn all<A: Copy + Send + Sync>(a: &ArcArray<A, IxDyn>, pred: impl Fn(A) -> bo
     }
 }
 
-/// True when `pred` holds for some element (short-circuits per chunk).
+/// True when `pred` holds for some element.
+///
+/// Each block of [`BLOCK`] elements is folded without a branch per element (so a simple predicate such as
+/// `!x.is_finite()` vectorizes); the search stops between blocks. From [`THRESHOLD`] elements, chunks of
+/// [`CHUNK`] run in parallel.
 pub fn any<A: Copy + Send + Sync>(s: &[A], pred: impl Fn(A) -> bool + Sync + Send) -> bool {
+    let blocks = |c: &[A]| c.chunks(BLOCK).any(|b| b.iter().fold(false, |acc, &x| acc | pred(x)));
     if s.len() >= THRESHOLD {
-        par_any(s.len().div_ceil(CHUNK), &|i| s[i * CHUNK..].iter().take(CHUNK).any(|&x| pred(x)))
+        par_any(s.len().div_ceil(CHUNK), &|i| blocks(&s[i * CHUNK..((i + 1) * CHUNK).min(s.len())]))
     } else {
-        s.iter().any(|&x| pred(x))
+        blocks(s)
     }
 }
+
+/// Elements [`any`] and [`all`] fold before they may stop early.
+pub const BLOCK: usize = 1 << 10;
 
 /// Runs `f(index)` for `0..n` and collects the results in index order (in parallel when `work`, the total
 /// number of elements the calls touch, reaches [`THRESHOLD`]). Used for batched matmul and per-row work.

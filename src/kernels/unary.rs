@@ -24,6 +24,10 @@ where
     D: Dimension,
 {
     match a.as_slice() {
+        Some(src) if src.len() < THRESHOLD => {
+            // One thread: extend an empty vector (no zero-fill pass, no pool).
+            Array::from_shape_vec(a.raw_dim(), src.iter().map(|&x| f(x)).collect()).expect("same length")
+        }
         Some(src) => {
             let mut out = super::buffer::alloc::<B>(src.len());
             map_slice(src, out.as_mut_slice(), f);

@@ -1,6 +1,10 @@
 //! Arithmetic: `add`, `subtract`, `multiply`, true `divide`, `floor_divide`, `mod`, `power`, `maximum`,
 //! `minimum`, their in-place `assign_*` forms, and the shared donation logic.
 
+use std::borrow::Cow;
+
+use ndarray::Dimension as _;
+
 use super::num::{Float, Int, Num, Real};
 use super::{binary, with_float, with_int, Arg, BinaryOp, DEFAULT_FLOATX};
 use crate::dtype::{DType, Operand};
@@ -9,7 +13,7 @@ use crate::kernels;
 use crate::tensor::{with_dtype, Element, Tensor};
 
 /// Checks the divisor or exponent, then computes (`a` and `b` have dtype `dtype` and broadcast together).
-pub(super) fn arith(op: BinaryOp, dtype: DType, a: Tensor, b: Tensor) -> Result<Tensor> {
+pub(super) fn arith(op: BinaryOp, dtype: DType, a: Cow<'_, Tensor>, b: Cow<'_, Tensor>) -> Result<Tensor> {
     check(op, dtype, &b)?;
     Ok(apply(op, dtype, a, b))
 }
@@ -47,7 +51,7 @@ fn any<T: Element>(t: &Tensor, pred: impl Fn(T) -> bool + Sync + Send) -> bool {
     }
 }
 
-fn apply(op: BinaryOp, dtype: DType, a: Tensor, b: Tensor) -> Tensor {
+fn apply(op: BinaryOp, dtype: DType, a: Cow<'_, Tensor>, b: Cow<'_, Tensor>) -> Tensor {
     let name = op.name();
     match op {
         BinaryOp::Add => with_dtype!(dtype, T => zip_same::<T>(name, a, b, <T as Num>::add)),
@@ -97,17 +101,27 @@ fn float_mod<C: Real>(x: C, y: C) -> C {
 }
 
 /// `f(a, b)` elementwise over tensors of element type `T` that broadcast together, writing into `a`'s or
-/// `b`'s buffer when that operand is unshared and already has the result's shape.
-fn zip_same<T: Element>(op: &'static str, a: Tensor, b: Tensor, f: impl Fn(T, T) -> T + Sync + Send) -> Tensor {
-    let shape = kernels::broadcast_shapes(op, a.dims(), b.dims()).expect("checked by the caller");
-    if a.is_unique() && a.dims() == shape.as_slice() {
-        let mut a = a;
+/// `b`'s buffer when that operand is owned, unshared and already has the result's shape.
+fn zip_same<T: Element>(
+    op: &'static str,
+    a: Cow<'_, Tensor>,
+    b: Cow<'_, Tensor>,
+    f: impl Fn(T, T) -> T + Sync + Send,
+) -> Tensor {
+    // Equal shapes (the common case) need no broadcast shape.
+    let dim = (a.dims() != b.dims())
+        .then(|| kernels::binary::broadcast_dim(op, a.dims(), b.dims()).expect("checked by the caller"));
+    let donor = |t: &Cow<'_, Tensor>| {
+        matches!(t, Cow::Owned(t) if t.is_unique() && dim.as_ref().is_none_or(|d| d.slice() == t.dims()))
+    };
+    if donor(&a) {
+        let mut a = a.into_owned();
         let bv = b.array::<T>().expect("compute dtype").view();
         kernels::zip_map_assign(op, a.array_mut::<T>().expect("compute dtype"), &bv, f).expect("same shape");
         return a;
     }
-    if b.is_unique() && b.dims() == shape.as_slice() {
-        let mut b = b;
+    if donor(&b) {
+        let mut b = b.into_owned();
         let av = a.array::<T>().expect("compute dtype").view();
         kernels::zip_map_assign(op, b.array_mut::<T>().expect("compute dtype"), &av, |y, x| f(x, y))
             .expect("same shape");
@@ -214,8 +228,7 @@ impl Tensor {
             return Ok(());
         }
         let (compute, out) = op.dtypes(Operand::Tensor(dtype), rhs.operand(), DEFAULT_FLOATX)?;
-        let shape = kernels::broadcast_shapes(name, self.dims(), rhs.dims())?;
-        if shape.as_slice() != self.dims() {
+        if kernels::binary::broadcast_dim(name, self.dims(), rhs.dims())?.slice() != self.dims() {
             return Err(Error::Broadcast { op: name, lhs: self.shape(), rhs: rhs.dims().into() });
         }
         let arithmetic = matches!(
@@ -231,14 +244,14 @@ impl Tensor {
                 | BinaryOp::Minimum
         );
         if arithmetic && compute == dtype && out == dtype {
-            let b = rhs.into_tensor(compute, name)?;
+            let b = rhs.into_cow(compute, name)?;
             check(op, compute, &b)?;
-            let mut me = std::mem::replace(self, Tensor::scalar(false));
+            let mut me = std::mem::replace(self, Tensor::placeholder());
             if !me.is_unique() {
                 // Copy on write now, so that `apply` writes into `me` rather than into `b`'s buffer.
                 with_dtype!(dtype, T => { me.array_mut::<T>().expect("own dtype").as_slice_mut(); });
             }
-            *self = apply(op, compute, me, b);
+            *self = apply(op, compute, Cow::Owned(me), b);
             return Ok(());
         }
         let result = binary(op, &*self, rhs, DEFAULT_FLOATX)?;

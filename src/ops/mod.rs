@@ -160,6 +160,18 @@ impl<'a> Arg<'a> {
     }
 }
 
+impl<'a> Arg<'a> {
+    /// As [`Arg::into_tensor`], but a borrowed tensor that already has `dtype` stays borrowed (no clone to
+    /// drop on the per-operation path); an owned one stays owned, so that it can be donated.
+    pub(crate) fn into_cow(self, dtype: DType, op: &'static str) -> Result<std::borrow::Cow<'a, Tensor>> {
+        use std::borrow::Cow;
+        match self {
+            Arg::Ref(t) if t.dtype() == dtype => Ok(Cow::Borrowed(t)),
+            other => other.into_tensor(dtype, op).map(Cow::Owned),
+        }
+    }
+}
+
 /// A 0-d tensor of `dtype` holding `s`, refusing integers that do not fit.
 fn scalar_tensor(s: Scalar, dtype: DType, op: &'static str) -> Result<Tensor> {
     with_dtype!(dtype, T => {
@@ -327,9 +339,9 @@ pub fn binary<'a, 'b>(op: BinaryOp, lhs: impl Into<Arg<'a>>, rhs: impl Into<Arg<
         return crate::grad::rules::binary(op, lhs, rhs, floatx);
     }
     let (compute, _) = op.dtypes(lhs.operand(), rhs.operand(), floatx)?;
-    crate::kernels::broadcast_shapes(op.name(), lhs.dims(), rhs.dims())?;
-    let a = lhs.into_tensor(compute, op.name())?;
-    let b = rhs.into_tensor(compute, op.name())?;
+    crate::kernels::binary::broadcast_dim(op.name(), lhs.dims(), rhs.dims())?;
+    let a = lhs.into_cow(compute, op.name())?;
+    let b = rhs.into_cow(compute, op.name())?;
     match op {
         BinaryOp::Add
         | BinaryOp::Subtract
@@ -346,7 +358,7 @@ pub fn binary<'a, 'b>(op: BinaryOp, lhs: impl Into<Arg<'a>>, rhs: impl Into<Arg<
         | BinaryOp::LessEqual
         | BinaryOp::Greater
         | BinaryOp::GreaterEqual => compare::compare(op, compute, &a, &b),
-        _ => bitwise::bitwise(op, compute, a, b),
+        _ => bitwise::bitwise(op, compute, a.into_owned(), b.into_owned()),
     }
 }
 

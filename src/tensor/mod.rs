@@ -172,12 +172,19 @@ pub struct Tensor {
     trace: Option<Trace>,
 }
 
+/// Shared empty data (cloning it moves a reference count, allocates nothing).
+fn empty_data() -> TensorData {
+    static EMPTY: std::sync::LazyLock<TensorData> =
+        std::sync::LazyLock::new(|| TensorData::Bool(ArcArray::from_vec(Vec::new()).into_dyn()));
+    EMPTY.clone()
+}
+
 /// A large buffer that dies with its last tensor goes back to [`crate::kernels::buffer`]'s pool, to be the
 /// next output of its type and length (first-touch page faults dominated fresh 40 MB outputs).
 impl Drop for Tensor {
     fn drop(&mut self) {
         if self.nbytes() >= crate::kernels::buffer::MIN_BYTES && self.is_unique() {
-            let data = std::mem::replace(&mut self.data, TensorData::Bool(ArcArray::from_vec(Vec::new()).into_dyn()));
+            let data = std::mem::replace(&mut self.data, empty_data());
             with_array!(data, a => crate::kernels::buffer::recycle(a));
         }
     }
@@ -236,7 +243,12 @@ impl Tensor {
 
     /// Unwraps the typed data.
     pub fn into_data(mut self) -> TensorData {
-        std::mem::replace(&mut self.data, TensorData::Bool(ArcArray::from_vec(Vec::new()).into_dyn()))
+        std::mem::replace(&mut self.data, empty_data())
+    }
+
+    /// An empty bool tensor that costs no allocation: what a value is replaced by while it is moved out.
+    pub(crate) fn placeholder() -> Tensor {
+        Tensor { data: empty_data(), trace: None }
     }
 
     /// The element dtype.
@@ -367,8 +379,8 @@ impl Tensor {
     /// True when every element is finite (always true for integer and bool tensors).
     pub fn is_all_finite(&self) -> bool {
         match &self.data {
-            TensorData::Float16(a) => a.iter().all(|x| x.is_finite()),
-            TensorData::Bfloat16(a) => a.iter().all(|x| x.is_finite()),
+            TensorData::Float16(a) => crate::kernels::all(a, |x| x.is_finite()),
+            TensorData::Bfloat16(a) => crate::kernels::all(a, |x| x.is_finite()),
             TensorData::Float32(a) => crate::kernels::all(a, |x| x.is_finite()),
             TensorData::Float64(a) => crate::kernels::all(a, |x| x.is_finite()),
             _ => true,
