@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use crate::dtype::DType;
 use crate::store::Fingerprint;
 use crate::tensor::Shape;
+use crate::trainer::TrainerId;
 
 /// Every error purestate returns.
 ///
@@ -160,13 +161,41 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
-    /// A commit whose base version is not the trainer's head (optimistic concurrency).
+    /// A commit whose base version is not the trainer's head (optimistic concurrency): the state derives from
+    /// an older version of this trainer, or from none. Redo the step from the head.
     #[error("commit conflict: the state derives from {}, but the head is version {head}", fmt_base(.base))]
     Conflict {
         /// The trainer's head.
         head: u64,
         /// The committed version the refused state derives from (`None`: never committed).
         base: Option<u64>,
+    },
+    /// A commit of a state that derives from a version of another trainer, or from a checkpoint (whose trainer
+    /// is unknown): version numbers alone cannot tell trainers apart, so the trainer's id is checked first.
+    ///
+    /// # Examples
+    /// ```
+    /// use purestate::{Error, StateStore, Trainer};
+    /// let mut a: Trainer = Trainer::new(StateStore::new());
+    /// let b: Trainer = Trainer::new(StateStore::new());
+    /// let err = a.commit(b.state().clone()).unwrap_err(); // both heads are version 0
+    /// assert!(matches!(err, Error::ForeignState { trainer, origin: Some(o), base: 0 }
+    ///     if trainer == a.id() && o == b.id()));
+    /// assert_eq!(err.to_string(), format!(
+    ///     "commit of a foreign state: it derives from version 0 of {}, but this is {}", b.id(), a.id()));
+    /// ```
+    #[error(
+        "commit of a foreign state: it derives from version {base} of {}, but this is {trainer}",
+        fmt_origin(.origin)
+    )]
+    ForeignState {
+        /// The trainer asked to commit.
+        trainer: TrainerId,
+        /// The trainer whose version the state derives from (`None`: a store loaded from a checkpoint, whose
+        /// trainer is unknown).
+        origin: Option<TrainerId>,
+        /// The version of `origin` the state derives from.
+        base: u64,
     },
     /// A version number the trainer never issued.
     #[error("unknown version {version}")]
@@ -294,6 +323,13 @@ fn fmt_base(base: &Option<u64>) -> String {
     match base {
         Some(v) => format!("version {v}"),
         None => "no committed version".to_string(),
+    }
+}
+
+fn fmt_origin(origin: &Option<TrainerId>) -> String {
+    match origin {
+        Some(id) => id.to_string(),
+        None => "an unknown trainer (a loaded checkpoint)".to_string(),
     }
 }
 

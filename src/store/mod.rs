@@ -27,6 +27,7 @@ use crate::ops::BinaryOp;
 use crate::random::Key;
 use crate::regularizer::Regularizer;
 use crate::tensor::Tensor;
+use crate::trainer::TrainerId;
 use crate::variable::{Variable, VariableSpec};
 
 /// The attributes Keras lets you change after creation, versioned with the values.
@@ -91,8 +92,9 @@ impl Meta {
 /// are O(log n) in the number of variables; a write copies a value's buffer only when another snapshot still
 /// shares it (otherwise it happens in place: ownership decides donation).
 ///
-/// Every store remembers the committed version it derives from ([`base`](Self::base)), its default float
-/// dtype ([`floatx`](Self::floatx)) and the seed unseeded initializers draw from.
+/// Every store remembers the committed version it derives from ([`base`](Self::base)) and the trainer that
+/// committed it ([`trainer`](Self::trainer)), its default float dtype ([`floatx`](Self::floatx)) and the seed
+/// unseeded initializers draw from.
 ///
 /// # Examples
 /// ```
@@ -109,6 +111,8 @@ impl Meta {
 pub struct StateStore {
     lineage: Arc<Lineage>,
     base: Option<u64>,
+    /// The trainer whose version `base` is; `None` when `base` is (never committed, or loaded from a file).
+    trainer: Option<TrainerId>,
     floatx: DType,
     compute_dtype: Option<DType>,
     seed: Key,
@@ -142,6 +146,7 @@ impl StateStore {
         StateStore {
             lineage: Arc::new(Lineage::new()),
             base: None,
+            trainer: None,
             floatx: DType::Float32,
             compute_dtype: None,
             seed: Key::new(0),
@@ -208,12 +213,42 @@ impl StateStore {
     }
 
     /// The committed version this store derives from (`None` before its first commit).
+    ///
+    /// A version number alone does not say whose version it is: see [`trainer`](Self::trainer).
     pub fn base(&self) -> Option<u64> {
         self.base
     }
 
+    /// The trainer that committed [`base`](Self::base): [`Trainer::commit`](crate::Trainer::commit) accepts
+    /// this store only from that trainer. O(1).
+    ///
+    /// `None` for a store no trainer has committed ([`StateStore::new`]) and for one loaded from a checkpoint
+    /// (ids mean nothing to another process, so files do not record them); such a store starts a trainer
+    /// ([`Trainer::new`](crate::Trainer::new)) rather than being committed to one. Clones, partitions, merges and
+    /// [`checkpoint::restore`](crate::checkpoint::restore) keep it.
+    ///
+    /// # Examples
+    /// ```
+    /// use purestate::{StateStore, Trainer};
+    /// let fresh = StateStore::new();
+    /// assert_eq!(fresh.trainer(), None);
+    /// let trainer: Trainer = Trainer::new(fresh);
+    /// assert_eq!(trainer.state().trainer(), Some(trainer.id()));
+    /// ```
+    pub fn trainer(&self) -> Option<TrainerId> {
+        self.trainer
+    }
+
+    /// Sets the base version as a checkpoint records it: a version of no trainer known to this process.
     pub(crate) fn set_base(&mut self, base: Option<u64>) {
         self.base = base;
+        self.trainer = None;
+    }
+
+    /// Marks the store as deriving from `version` of `trainer` (what a commit, or a replay of one, does).
+    pub(crate) fn set_committed(&mut self, trainer: TrainerId, version: u64) {
+        self.base = Some(version);
+        self.trainer = Some(trainer);
     }
 
     /// Number of variables.
@@ -226,10 +261,13 @@ impl StateStore {
         self.vars.is_empty()
     }
 
-    /// True when both stores are the same snapshot: same lineage and the same tree (O(1); false does not
-    /// prove the contents differ).
+    /// True when both stores are the same snapshot: same lineage, same tree and same base (trainer and version)
+    /// (O(1); false does not prove the contents differ).
     pub fn ptr_eq(&self, other: &StateStore) -> bool {
-        Arc::ptr_eq(&self.lineage, &other.lineage) && self.vars.ptr_eq(&other.vars) && self.base == other.base
+        Arc::ptr_eq(&self.lineage, &other.lineage)
+            && self.vars.ptr_eq(&other.vars)
+            && self.base == other.base
+            && self.trainer == other.trainer
     }
 
     /// Creates a variable from `spec` and returns its handle.

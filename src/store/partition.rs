@@ -49,7 +49,8 @@ impl<'a> VariableRef<'a> {
 
 impl StateStore {
     /// Splits the store in two: the variables for which `filter` holds, and the rest. Both halves keep this
-    /// store's lineage, base version and floatx, so handles work on either. O(n log n); no value is copied.
+    /// store's lineage, base (trainer and version) and floatx, so handles work on either. O(n log n); no value
+    /// is copied.
     ///
     /// # Examples
     /// ```
@@ -74,7 +75,7 @@ impl StateStore {
     }
 
     /// The union of two disjoint stores of one lineage (the inverse of [`partition`](Self::partition)).
-    /// The result keeps `self`'s base version and floatx. O(m log(n + m)) for `other` of m variables.
+    /// The result keeps `self`'s base (trainer and version) and floatx. O(m log(n + m)) for `other` of m variables.
     ///
     /// # Errors
     /// [`Error::ForeignVariable`] when `other` is of another lineage; [`Error::DuplicatePath`] when both hold

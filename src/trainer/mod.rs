@@ -1,13 +1,15 @@
 //! [`Trainer`]: the one mutable history of a run. It commits the states pure steps return as numbered
-//! versions, checks each derives from the head (optimistic concurrency), fingerprints them, rolls back, tags,
-//! and prunes by a [`Retention`] policy.
+//! versions, checks each derives from the head of this trainer ([`TrainerId`], optimistic concurrency),
+//! fingerprints them, rolls back, tags, and prunes by a [`Retention`] policy.
 
+mod id;
 mod replay;
 mod retention;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+pub use id::TrainerId;
 pub use replay::{Divergence, ReplayReport};
 pub use retention::Retention;
 
@@ -40,7 +42,9 @@ struct Version<R> {
 ///
 /// `Trainer::new(state)` commits `state` as version 0. A pure step takes `trainer.state().clone()` (an O(1)
 /// snapshot) and returns the next state; [`commit`](Self::commit) accepts it only if it derives from the
-/// current head. Rolling back moves the head; abandoned versions stay until retention prunes them.
+/// current head of this very trainer: every trainer has its own [`TrainerId`], which the states it hands out
+/// carry beside their base version. Rolling back moves the head; abandoned versions stay until retention prunes
+/// them.
 ///
 /// `R` is the step record kept beside each version ([`commit_with`](Self::commit_with)); `()` when none.
 ///
@@ -65,6 +69,7 @@ struct Version<R> {
 /// # Ok::<(), purestate::Error>(())
 /// ```
 pub struct Trainer<R = ()> {
+    id: TrainerId,
     versions: BTreeMap<u64, Version<R>>,
     /// Versions whose state is still held: pruning looks only at these, so a commit costs O(retained).
     retained: BTreeSet<u64>,
@@ -75,14 +80,19 @@ pub struct Trainer<R = ()> {
 }
 
 impl<R> Trainer<R> {
-    /// A trainer whose version 0 is `state`.
+    /// A trainer whose version 0 is `state`, with a new [`TrainerId`].
+    ///
+    /// Whatever `state` derived from before (a version of another trainer, a checkpoint) is forgotten: it is now
+    /// version 0 of this trainer, and states of the trainer it came from are foreign here.
     pub fn new(mut state: StateStore) -> Self {
-        state.set_base(Some(0));
+        let id = TrainerId::next();
+        state.set_committed(id, 0);
         state.settle();
         let fingerprint = state.fingerprint();
         let mut versions = BTreeMap::new();
         versions.insert(0, Version { parent: None, fingerprint, state: Some(state), record: None });
         Trainer {
+            id,
             versions,
             retained: BTreeSet::from([0]),
             head: 0,
@@ -109,6 +119,12 @@ impl<R> Trainer<R> {
     /// The retention policy.
     pub fn retention(&self) -> Retention {
         self.retention
+    }
+
+    /// This trainer's identity, which every state it hands out carries ([`StateStore::trainer`]). Rollback,
+    /// tags, retention and replay keep it.
+    pub fn id(&self) -> TrainerId {
+        self.id
     }
 
     /// The head version's state. Clone it (O(1)) to start a step.
@@ -160,11 +176,16 @@ impl<R> Trainer<R> {
 
     /// Commits `next` as the next version, child of the head, and makes it the head.
     ///
-    /// Costs one fingerprint of `next` (a read of every byte) plus, with the guard on, a finiteness scan.
+    /// Costs, for every variable whose value changed since `next`'s base, its digest and a finiteness scan (two
+    /// reads of its bytes, whether the guard is on or not) and O(log n); unchanged variables cost nothing, their
+    /// facts are cached. After it, the fingerprint is O(1).
     ///
     /// # Errors
-    /// [`Error::Conflict`] when `next` does not derive from the head; [`Error::NonFinite`] when the guard is on
-    /// and a float variable holds a NaN or an infinity. The head does not move on error.
+    /// [`Error::ForeignState`] when `next` derives from a version of another trainer, or was loaded from a
+    /// checkpoint (checked first: version numbers of two trainers may coincide); [`Error::Conflict`] when it
+    /// derives from another version of this trainer than the head, or from none ([`StateStore::new`]);
+    /// [`Error::NonFinite`] when the guard is on and a float variable holds a NaN or an infinity. The head does
+    /// not move on error.
     pub fn commit(&mut self, next: StateStore) -> Result<u64> {
         self.commit_inner(next, None)
     }
@@ -179,6 +200,11 @@ impl<R> Trainer<R> {
     }
 
     fn commit_inner(&mut self, mut next: StateStore, record: Option<R>) -> Result<u64> {
+        if let Some(base) = next.base() {
+            if next.trainer() != Some(self.id) {
+                return Err(Error::ForeignState { trainer: self.id, origin: next.trainer(), base });
+            }
+        }
         if next.base() != Some(self.head) {
             return Err(Error::Conflict { head: self.head, base: next.base() });
         }
@@ -189,7 +215,7 @@ impl<R> Trainer<R> {
             }
         }
         let version = self.latest() + 1;
-        next.set_base(Some(version));
+        next.set_committed(self.id, version);
         let fingerprint = next.fingerprint();
         self.versions.insert(version, Version { parent: Some(self.head), fingerprint, state: Some(next), record });
         self.retained.insert(version);
@@ -305,6 +331,7 @@ impl<R> Trainer<R> {
 impl<R> fmt::Debug for Trainer<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Trainer")
+            .field("id", &self.id)
             .field("head", &self.head)
             .field("versions", &self.versions.len())
             .field("tags", &self.tags)

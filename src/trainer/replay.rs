@@ -71,6 +71,10 @@ impl<R> Trainer<R> {
     /// differing variable's path and max abs difference. Never changes the trainer. Put everything a step
     /// depends on in its record (batch, learning rate, ...), so the replay is exact.
     ///
+    /// Each replayed state carries what its committed twin carried, this trainer's [`id`](Self::id) and the
+    /// version it re-creates as its base, so a step sees the same [`StateStore::base`] and
+    /// [`StateStore::trainer`] as the first time; nothing replay produces is committed.
+    ///
     /// # Errors
     /// [`Error::UnknownVersion`]; [`Error::Pruned`] when `from`'s state is gone; [`Error::InvalidArgument`]
     /// when `from` is not an ancestor of `to`; [`Error::MissingRecord`] for a version committed without a
@@ -127,8 +131,8 @@ impl<R> Trainer<R> {
                 report.divergence = Some(Divergence { version, expected, got, variables });
                 break;
             }
-            // The next step derives from this version, as the committed one did.
-            state.set_base(Some(version));
+            // The next step derives from this version of this trainer, as the committed one did.
+            state.set_committed(self.id, version);
         }
         Ok(report)
     }
