@@ -23,11 +23,11 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 use flate2::read::GzDecoder;
-use purestate::grad::Grads;
+use purestate::grad;
 use purestate::optim::{Adam, Optimizer};
 use purestate::random::Key;
 use purestate::replica::{ReplicaContext, ReplicaOutput, Replicas};
-use purestate::{checkpoint, init, DType, Error, StateStore, Tensor, Trainer, Variable, VariableSpec};
+use purestate::{checkpoint, init, losses, Error, StateStore, Tensor, Trainer, Variable, VariableSpec};
 
 const FEATURES: usize = 64;
 const HIDDEN: usize = 32;
@@ -151,51 +151,38 @@ impl Model {
         [self.w1.clone(), self.b1.clone(), self.w2.clone(), self.b2.clone()]
     }
 
+    /// tanh(x @ w1 + b1) @ w2 + b2, reading the weights through `read` (a store, or the scope of a gradient).
+    fn logits(&self, read: impl Fn(&Variable) -> purestate::Result<Tensor>, x: &Tensor) -> purestate::Result<Tensor> {
+        let h = x.matmul(&read(&self.w1)?)?.add(&read(&self.b1)?)?.tanh()?;
+        h.matmul(&read(&self.w2)?)?.add(&read(&self.b2)?)
+    }
+
     /// One replica's step: the mean cross-entropy over its shard, its gradient and the metric updates.
-    ///
-    /// The backward pass is written by hand. When `grad::value_and_grad` lands it replaces the block
-    /// marked below with one line:
-    /// `let (loss, grads) = grad::value_and_grad(&state, |s| self.loss(s, &x, &labels))?;`
     fn step(&self, x: &Tensor, labels: &[usize], mut state: StateStore) -> purestate::Result<ReplicaOutput> {
-        let n = labels.len();
-        // --- forward and hand-written backward (to be replaced by grad::value_and_grad) ---
-        let h = x.matmul(&state.get(&self.w1)?)?.add(&state.get(&self.b1)?)?.tanh()?;
-        let p = h.matmul(&state.get(&self.w2)?)?.add(&state.get(&self.b2)?)?.softmax(-1)?;
-        let pv = p.to_vec::<f32>()?;
-        let loss =
-            labels.iter().enumerate().map(|(i, &c)| -pv[i * CLASSES + c].max(1e-30).ln()).sum::<f32>() / n as f32;
-        let onehot =
-            Tensor::from_fn([n, CLASSES], DType::Float32, |k| f64::from(u8::from(labels[k / CLASSES] == k % CLASSES)));
-        let dlogits = p.sub(&onehot)?.div(n as f32)?;
-        let gw2 = h.transpose().to_standard_layout().matmul(&dlogits)?;
-        let gb2 = dlogits.sum(0, false)?;
-        let dh = dlogits.matmul(&state.get(&self.w2)?.transpose().to_standard_layout())?;
-        let dpre = dh.mul(&h.square()?.mul(-1.0f32)?.add(1.0f32)?)?;
-        let gw1 = x.transpose().to_standard_layout().matmul(&dpre)?;
-        let gb1 = dpre.sum(0, false)?;
-        let grads = Grads::from_pairs([
-            (self.w1.clone(), gw1),
-            (self.b1.clone(), gb1),
-            (self.w2.clone(), gw2),
-            (self.b2.clone(), gb2),
-        ])?;
-        // --- end of the hand-written gradient ---
-        let correct =
-            labels.iter().enumerate().filter(|&(i, &c)| argmax(&pv[i * CLASSES..(i + 1) * CLASSES]) == c).count();
-        state.assign_add(&self.seen, Tensor::scalar(n as i64))?;
+        let targets = Tensor::from_shape_vec([labels.len()], labels.iter().map(|&c| c as i64).collect())?;
+        let mut correct = 0;
+        let (loss, grads) = grad::value_and_grad(&state, |scope| {
+            let logits = self.logits(|v| scope.get(v), x)?;
+            correct = count_correct(&grad::stop_gradient(&logits), labels)?;
+            losses::sparse_categorical_crossentropy(&targets, &logits, true)
+        })?;
+        state.assign_add(&self.seen, Tensor::scalar(labels.len() as i64))?;
         state.assign_add(&self.correct, Tensor::scalar(correct as i64))?;
-        Ok(ReplicaOutput { state, grads, loss })
+        Ok(ReplicaOutput { state, grads, loss: loss.to_f64()? as f32 })
     }
 
     fn accuracy(&self, state: &StateStore, data: &Digits, rows: Range<usize>) -> purestate::Result<f64> {
         let rows: Vec<usize> = rows.collect();
         let (x, labels) = data.gather(&rows)?;
-        let h = x.matmul(&state.get(&self.w1)?)?.add(&state.get(&self.b1)?)?.tanh()?;
-        let logits = h.matmul(&state.get(&self.w2)?)?.add(&state.get(&self.b2)?)?.to_vec::<f32>()?;
-        let correct =
-            labels.iter().enumerate().filter(|&(i, &c)| argmax(&logits[i * CLASSES..(i + 1) * CLASSES]) == c).count();
+        let correct = count_correct(&self.logits(|v| state.get(v), &x)?, &labels)?;
         Ok(correct as f64 / labels.len() as f64)
     }
+}
+
+/// How many rows of `(n, CLASSES)` logits have their largest value at the label.
+fn count_correct(logits: &Tensor, labels: &[usize]) -> purestate::Result<usize> {
+    let logits = logits.to_vec::<f32>()?;
+    Ok(labels.iter().enumerate().filter(|&(i, &c)| argmax(&logits[i * CLASSES..(i + 1) * CLASSES]) == c).count())
 }
 
 fn argmax(xs: &[f32]) -> usize {

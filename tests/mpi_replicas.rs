@@ -9,10 +9,10 @@
 //!
 //! (`harness = false`: MPI can be initialized once per process, so this is one `main`, not a test list.)
 
-use purestate::grad::Grads;
+use purestate::grad::{self, Grads};
 use purestate::optim::{Optimizer, Sgd};
 use purestate::replica::{Combined, ReplicaContext, ReplicaOutput, Replicas};
-use purestate::{init, random::Key, DType, Error, Result, StateStore, Tensor, Variable, VariableSpec};
+use purestate::{init, losses, random::Key, Error, Result, StateStore, Tensor, Variable, VariableSpec};
 
 const FEATURES: usize = 6;
 const CLASSES: usize = 4;
@@ -55,22 +55,17 @@ fn batch(len: usize, seed: u32) -> (Vec<f32>, Vec<usize>) {
     (x, y)
 }
 
-/// Softmax regression with a hand-written gradient, plus an assignment to every kind of variable.
+/// Softmax regression (its gradient by `grad::value_and_grad`), plus an assignment to every kind of variable.
 fn step(m: &Model, data: &(Vec<f32>, Vec<usize>), ctx: &ReplicaContext, mut s: StateStore) -> Result<ReplicaOutput> {
     let r = ctx.range();
     let n = r.len();
     let x = Tensor::from_shape_vec([n, FEATURES], data.0[r.start * FEATURES..r.end * FEATURES].to_vec())?;
-    let labels = &data.1[r];
-    let p = x.matmul(&s.get(&m.w)?)?.add(&s.get(&m.b)?)?.softmax(-1)?;
-    let pv = p.to_vec::<f32>()?;
-    let loss = labels.iter().enumerate().map(|(i, &c)| -pv[i * CLASSES + c].ln()).sum::<f32>() / n as f32;
-    let onehot =
-        Tensor::from_fn([n, CLASSES], DType::Float32, |k| f64::from(u8::from(labels[k / CLASSES] == k % CLASSES)));
-    let d = p.sub(&onehot)?.div(n as f32)?;
-    let grads = Grads::from_pairs([
-        (m.w.clone(), x.transpose().to_standard_layout().matmul(&d)?),
-        (m.b.clone(), d.sum(0, false)?),
-    ])?;
+    let labels = Tensor::from_shape_vec([n], data.1[r].iter().map(|&c| c as i64).collect())?;
+    let (loss, grads) = grad::value_and_grad(&s, |scope| {
+        let logits = x.matmul(&scope.get(&m.w)?)?.add(&scope.get(&m.b)?)?;
+        losses::sparse_categorical_crossentropy(&labels, &logits, true)
+    })?;
+    let loss = loss.to_f64()? as f32;
     let mean_x = x.mean(0, false)?;
     s.assign(&m.running, s.get(&m.running)?.mul(0.9f32)?.add(&mean_x.mul(0.1f32)?)?)?;
     s.assign(&m.half, mean_x.mul(1.0f32 / 3.0)?)?;
