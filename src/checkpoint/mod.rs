@@ -18,7 +18,9 @@
 //!   fsyncs the directory: a crash at any moment leaves the old file or the new one, never a mix, and at most
 //!   one temporary file (`.<name>.tmp-<pid>-<n>`), which the next save into that directory removes.
 //! - [`load`] gives a store with the same specs, values, floatx, seed, base version and fingerprint, and refuses
-//!   a file whose values do not hash to the fingerprint it records ([`Error::Corrupt`]).
+//!   a file whose values do not hash to the fingerprint it records ([`Error::Corrupt`]). The trainer's id
+//!   ([`crate::TrainerId`]) is not saved: a loaded store commits to no trainer; start one with
+//!   [`crate::Trainer::new`], or [`restore`] it into a clone of a trainer's head.
 //! - A truncated, corrupted or foreign file is an [`Error`] naming the file, never a panic.
 //! - A safetensors file without our metadata (as `safetensors.numpy.save_file` writes) loads with default specs
 //!   in name order: trainable, autocast, aggregation `none`, synchronization `auto`, the tensor's own dtype.

@@ -111,9 +111,7 @@ fn zip_same<T: Element>(
     // Equal shapes (the common case) need no broadcast shape.
     let dim = (a.dims() != b.dims())
         .then(|| kernels::binary::broadcast_dim(op, a.dims(), b.dims()).expect("checked by the caller"));
-    let donor = |t: &Cow<'_, Tensor>| {
-        matches!(t, Cow::Owned(t) if t.is_unique() && dim.as_ref().is_none_or(|d| d.slice() == t.dims()))
-    };
+    let donor = |t: &Cow<'_, Tensor>| matches!(t, Cow::Owned(t) if t.is_unique() && dim.as_ref().is_none_or(|d| d.slice() == t.dims()));
     if donor(&a) {
         let mut a = a.into_owned();
         let bv = b.array::<T>().expect("compute dtype").view();
