@@ -39,6 +39,41 @@ fn sgd_loop(p: &mut [f32], m: &mut [f32], g: &[f32], momentum: f32, lr: f32) {
     }
 }
 
+/// Adam on 2^25 parameters (a power-of-two size: 4096 x 8192): purestate's buffers start at staggered offsets
+/// (`kernels::buffer`); the hand-written loop runs once over four separate `Vec`s, which the allocator places a
+/// power of two (plus one page) apart, and once over the same `Vec`s with the slices shifted by 64 bytes each.
+fn pow2_adam(c: &mut Criterion) {
+    let n = 1usize << 25;
+    let mut group = c.benchmark_group(format!("adam_pow2/{n}"));
+    group.throughput(Throughput::Bytes(28 * n as u64));
+    group.sample_size(10);
+    let mut opt = Adam::new(1e-3);
+    let (state, grads) = setup(n, &mut opt);
+    let mut state = Some(state);
+    group.bench_function("purestate_apply", |b| {
+        b.iter(|| {
+            let s = state.take().unwrap();
+            state = Some(black_box(opt.apply(s, &grads).unwrap()));
+        })
+    });
+    drop(state);
+    let pad = 64;
+    let mut p = vec![0.5f32; n + pad];
+    let mut m = vec![0.0f32; n + pad];
+    let mut v = vec![0.0f32; n + pad];
+    let g: Vec<f32> = (0..n + pad).map(|i| ((i % 17) as f32 - 8.0) * 1e-3).collect();
+    group.bench_function("hand_written_separate_vecs", |b| {
+        b.iter(|| adam_loop(&mut p[..n], &mut m[..n], &mut v[..n], black_box(&g[..n]), 1e-3, 0.1, 0.001, 1e-7))
+    });
+    group.bench_function("hand_written_staggered_64B", |b| {
+        b.iter(|| {
+            let (p, m, v, g) = (&mut p[..n], &mut m[16..16 + n], &mut v[32..32 + n], &g[48..48 + n]);
+            adam_loop(p, m, v, black_box(g), 1e-3, 0.1, 0.001, 1e-7)
+        })
+    });
+    group.finish();
+}
+
 fn bench_optim(c: &mut Criterion) {
     for n in [100_000usize, 10_000_000] {
         let mut group = c.benchmark_group(format!("adam/{n}"));
@@ -78,6 +113,10 @@ fn bench_optim(c: &mut Criterion) {
             });
         }
         group.finish();
+
+        if n > 1_000_000 {
+            pow2_adam(c);
+        }
 
         let mut group = c.benchmark_group(format!("sgd_momentum/{n}"));
         group.throughput(Throughput::Bytes(20 * n as u64));
