@@ -213,8 +213,8 @@ fn upper_bounds(node: Node) -> u32 {
 }
 
 /// The least upper bound of `nodes`: the one common upper bound that is below every other.
-fn least_upper_bound(nodes: &[Node]) -> Node {
-    let common = nodes.iter().fold(u32::MAX, |acc, &n| acc & upper_bounds(n));
+fn least_upper_bound(nodes: impl Iterator<Item = Node>) -> Node {
+    let common = nodes.fold(u32::MAX, |acc, n| acc & upper_bounds(n));
     // The lattice has a top (float64), so `common` is never empty; its least element is the one whose own
     // upper-bound set contains all of `common`.
     (0..LATTICE.len())
@@ -259,20 +259,19 @@ pub fn result_type_weak(operands: &[Operand], floatx: DType) -> (DType, bool) {
             return (d, false);
         }
     }
-    let parts: Vec<(Node, bool)> = operands.iter().map(|&o| operand_parts(o)).collect();
-    let all_weak = parts.iter().all(|p| p.1);
-    let (out, mut out_weak) = if parts.len() == 1 {
-        parts[0]
-    } else if !all_weak && parts.iter().all(|p| p.0 == parts[0].0) {
-        (parts[0].0, false)
+    let parts = || operands.iter().map(|&o| operand_parts(o));
+    let first = operand_parts(operands[0]);
+    let all_weak = parts().all(|p| p.1);
+    let (out, mut out_weak) = if operands.len() == 1 {
+        first
+    } else if !all_weak && parts().all(|p| p.0 == first.0) {
+        (first.0, false)
     } else if all_weak {
-        let nodes: Vec<Node> =
-            parts.iter().map(|&(n, _)| if let Node::D(d) = n { respect_weak(d, false) } else { n }).collect();
-        (least_upper_bound(&nodes), true)
+        let nodes = parts().map(|(n, _)| if let Node::D(d) = n { respect_weak(d, false) } else { n });
+        (least_upper_bound(nodes), true)
     } else {
-        let nodes: Vec<Node> =
-            parts.iter().map(|&(n, w)| if let Node::D(d) = n { respect_weak(d, w) } else { n }).collect();
-        let lub = least_upper_bound(&nodes);
+        let nodes = parts().map(|(n, w)| if let Node::D(d) = n { respect_weak(d, w) } else { n });
+        let lub = least_upper_bound(nodes);
         (lub, matches!(lub, Node::WeakInt | Node::WeakFloat))
     };
     if out == Node::D(DType::Bool) {

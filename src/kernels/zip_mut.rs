@@ -56,6 +56,11 @@ pub trait Lanes: Send + Sized {
     type Item;
     /// The lengths of the lanes, in order.
     fn lens(&self) -> Vec<usize>;
+    /// The lanes' common length, or `None` when they differ (no allocation on the tuple impls).
+    fn common_len(&self) -> Option<usize> {
+        let lens = self.lens();
+        lens.iter().all(|&l| l == lens[0]).then_some(lens[0])
+    }
     /// Splits every lane at `mid`.
     fn split_at(self, mid: usize) -> (Self, Self);
     /// Runs `f` on every tuple of items, in order.
@@ -69,6 +74,11 @@ macro_rules! lanes_tuple {
             fn lens(&self) -> Vec<usize> {
                 let ($($v,)+) = self;
                 vec![$($v.len()),+]
+            }
+            fn common_len(&self) -> Option<usize> {
+                let ($($v,)+) = self;
+                let lens = [$($v.len()),+];
+                lens.iter().all(|&l| l == lens[0]).then_some(lens[0])
             }
             fn split_at(self, mid: usize) -> (Self, Self) {
                 let ($($v,)+) = self;
@@ -144,15 +154,13 @@ lanes_tuple! {
 /// # Ok::<(), purestate::Error>(())
 /// ```
 pub fn zip_mut<L: Lanes>(lanes: L, f: impl Fn(L::Item) + Sync + Send) -> Result<()> {
-    let lens = lanes.lens();
-    let n = lens[0];
-    if lens.iter().any(|&len| len != n) {
+    let Some(n) = lanes.common_len() else {
         return Err(Error::InvalidArgument {
             op: "zip_mut",
             arg: "lanes",
-            reason: format!("every slice must have the same length, got lengths {lens:?}"),
+            reason: format!("every slice must have the same length, got lengths {:?}", lanes.lens()),
         });
-    }
+    };
     if n < THRESHOLD {
         lanes.for_each(&f);
         return Ok(());
