@@ -583,11 +583,19 @@ impl StateStore {
     /// Computes the facts of every value that changed since they were last computed: O(log n) per changed
     /// variable plus its bytes. After this, [`fingerprint`](Self::fingerprint) and the non-finite check are
     /// O(1) until the next write.
+    ///
+    /// The changed variables are hashed and scanned in parallel (one task each, from
+    /// [`crate::kernels::THRESHOLD`] elements in all); their digests add up in any order, so the fingerprint
+    /// does not depend on the thread count.
     pub(crate) fn settle(&mut self) {
-        let pending = std::mem::take(&mut self.pending);
-        for key in pending {
-            if let Some(entry) = self.vars.get_mut(&key) {
-                let facts = ValueFacts::of(&entry.var, &entry.value);
+        let keys: Vec<_> = std::mem::take(&mut self.pending).into_iter().collect();
+        let facts = {
+            let entries: Vec<Option<&Entry>> = keys.iter().map(|k| self.vars.get(k)).collect();
+            let work = entries.iter().flatten().map(|e| e.value.size()).sum();
+            crate::kernels::map_indices(entries.len(), work, |i| entries[i].map(|e| ValueFacts::of(&e.var, &e.value)))
+        };
+        for (key, facts) in keys.iter().zip(facts) {
+            if let (Some(facts), Some(entry)) = (facts, self.vars.get_mut(key)) {
                 entry.cache = Some(facts);
                 self.settled.add(facts);
             }
