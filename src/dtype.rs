@@ -198,8 +198,15 @@ fn node_index(node: Node) -> usize {
     LATTICE.iter().position(|(n, _)| *n == node).expect("every node is in the lattice")
 }
 
-/// Bit set (over lattice indices) of `node` and everything above it.
+/// Bit set (over lattice indices) of `node` and everything above it (computed once per node).
 fn upper_bounds(node: Node) -> u32 {
+    static TABLE: std::sync::LazyLock<[u32; LATTICE.len()]> =
+        std::sync::LazyLock::new(|| std::array::from_fn(|i| walk_upper_bounds(LATTICE[i].0)));
+    TABLE[node_index(node)]
+}
+
+/// [`upper_bounds`] by walking the lattice.
+fn walk_upper_bounds(node: Node) -> u32 {
     let mut set = 0u32;
     let mut stack = vec![node];
     while let Some(n) = stack.pop() {

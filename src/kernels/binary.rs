@@ -239,7 +239,7 @@ enum Lay<'s, T> {
 
 fn layout<'s, T: Copy>(v: &'s ArrayViewD<'_, T>, shape: &[usize]) -> Option<Lay<'s, T>> {
     if v.len() == 1 {
-        return v.iter().next().map(|&x| Lay::One(x));
+        return v.first().map(|&x| Lay::One(x));
     }
     let s = v.as_slice()?;
     if v.shape() == shape {
