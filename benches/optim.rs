@@ -6,7 +6,8 @@
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use purestate::grad::Grads;
 use purestate::optim::{Adam, Optimizer, Sgd};
 use purestate::{init, StateStore, Tensor, VariableSpec};
@@ -47,16 +48,7 @@ fn pow2_adam(c: &mut Criterion) {
     let mut group = c.benchmark_group(format!("adam_pow2/{n}"));
     group.throughput(Throughput::Bytes(28 * n as u64));
     group.sample_size(10);
-    let mut opt = Adam::new(1e-3);
-    let (state, grads) = setup(n, &mut opt);
-    let mut state = Some(state);
-    group.bench_function("purestate_apply", |b| {
-        b.iter(|| {
-            let s = state.take().unwrap();
-            state = Some(black_box(opt.apply(s, &grads).unwrap()));
-        })
-    });
-    drop(state);
+    bench_apply(&mut group, n, Adam::new(1e-3));
     let pad = 64;
     let mut p = vec![0.5f32; n + pad];
     let mut m = vec![0.0f32; n + pad];
@@ -74,6 +66,18 @@ fn pow2_adam(c: &mut Criterion) {
     group.finish();
 }
 
+/// `purestate_apply`: one optimizer step on an unshared state of `n` parameters (built and stepped once first).
+fn bench_apply(group: &mut BenchmarkGroup<'_, WallTime>, n: usize, mut opt: impl Optimizer) {
+    let (state, grads) = setup(n, &mut opt);
+    let mut state = Some(state);
+    group.bench_function("purestate_apply", |b| {
+        b.iter(|| {
+            let s = state.take().unwrap();
+            state = Some(black_box(opt.apply(s, &grads).unwrap()));
+        })
+    });
+}
+
 fn bench_optim(c: &mut Criterion) {
     for n in [100_000usize, 10_000_000] {
         let mut group = c.benchmark_group(format!("adam/{n}"));
@@ -81,15 +85,7 @@ fn bench_optim(c: &mut Criterion) {
         if n > 1_000_000 {
             group.sample_size(20);
         }
-        let mut opt = Adam::new(1e-3);
-        let (state, grads) = setup(n, &mut opt);
-        let mut state = Some(state);
-        group.bench_function("purestate_apply", |b| {
-            b.iter(|| {
-                let s = state.take().unwrap();
-                state = Some(black_box(opt.apply(s, &grads).unwrap()));
-            })
-        });
+        bench_apply(&mut group, n, Adam::new(1e-3));
         let (mut p, mut m, mut v) = (vec![0.5f32; n], vec![0.0f32; n], vec![0.0f32; n]);
         let g: Vec<f32> = (0..n).map(|i| ((i % 17) as f32 - 8.0) * 1e-3).collect();
         group.bench_function("hand_written_in_place", |b| {
@@ -123,15 +119,7 @@ fn bench_optim(c: &mut Criterion) {
         if n > 1_000_000 {
             group.sample_size(20);
         }
-        let mut opt = Sgd::new(1e-2).momentum(0.9);
-        let (state, grads) = setup(n, &mut opt);
-        let mut state = Some(state);
-        group.bench_function("purestate_apply", |b| {
-            b.iter(|| {
-                let s = state.take().unwrap();
-                state = Some(black_box(opt.apply(s, &grads).unwrap()));
-            })
-        });
+        bench_apply(&mut group, n, Sgd::new(1e-2).momentum(0.9));
         let (mut p, mut m) = (vec![0.5f32; n], vec![0.0f32; n]);
         group
             .bench_function("hand_written_in_place", |b| b.iter(|| sgd_loop(&mut p, &mut m, black_box(&g), 0.9, 1e-2)));
