@@ -17,13 +17,16 @@
 //! record its own backward pass.
 
 mod grads;
+mod hooks;
 pub(crate) mod rules;
 mod tape;
 
 use std::collections::{HashMap, HashSet};
 
 pub use grads::Grads;
-pub(crate) use tape::{Link, Tape, Trace};
+pub(crate) use tape::Tape;
+
+use crate::tensor::trace::Trace;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};

@@ -31,7 +31,7 @@
 
 use ndarray::{IxDyn, SliceInfo, SliceInfoElem};
 
-use super::tape::{record, Backward, Link};
+use super::tape::{record, ArgLink, Backward, Link};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::kernels;

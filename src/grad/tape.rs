@@ -1,53 +1,28 @@
 //! The tape of one [`value_and_grad`](super::value_and_grad) call: a list of nodes, one per recorded
 //! operation or leaf, in the order they were recorded (a topological order), and the reverse sweep over it.
 //!
-//! A traced [`Tensor`] holds a [`Trace`]: a *weak* reference to the tape and its node's index. Only the call
-//! holds the tape strongly, so when the call returns the tape is dropped with every tensor its nodes saved,
-//! and traces that escaped the call are inert (ops on them record nothing). Nothing here is global or
-//! thread-local.
+//! A traced [`Tensor`] holds a [`Trace`] (`tensor/trace.rs`): a *weak* handle to the tape, as a
+//! [`TapeHook`] trait object, and its node's index. The tape implements that hook, and the operator hooks
+//! (`ops::trace::OpHooks`, in `hooks.rs`), so that `tensor` and `ops` record onto it without naming this
+//! module. Only the call holds the tape strongly, so when the call returns the tape is dropped with every
+//! tensor its nodes saved, and traces that escaped the call are inert (ops on them record nothing). Nothing
+//! here is global or thread-local.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::dtype::DType;
 use crate::error::Result;
-use crate::ops::{reduce, Axes, BinaryOp, ReduceOp};
+use crate::ops::trace::OpHooks;
+use crate::ops::{reduce, Arg, Axes, BinaryOp, ReduceOp};
+use crate::tensor::trace::{IndexInfo, TapeHook, Trace};
 use crate::tensor::Tensor;
 
 /// A backward rule: given the cotangent of the node's output and which inputs need a gradient, the
 /// cotangent of each input (in the op's compute dtype and result shape: the sweep reduces broadcast axes and
 /// casts back to each input's own dtype and shape).
 pub(crate) type Backward = Box<dyn FnOnce(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + Send>;
-
-/// A tensor's place on a tape.
-#[derive(Clone)]
-pub(crate) struct Trace {
-    tape: Weak<Tape>,
-    id: usize,
-}
-
-impl Trace {
-    /// True while the tape is alive (the `value_and_grad` call that made it is running).
-    pub(crate) fn is_live(&self) -> bool {
-        self.tape.strong_count() > 0
-    }
-
-    /// The node's index on its tape.
-    pub(crate) fn id(&self) -> usize {
-        self.id
-    }
-
-    /// True when this trace is on `tape`.
-    pub(crate) fn is_on(&self, tape: &Arc<Tape>) -> bool {
-        std::ptr::eq(self.tape.as_ptr(), Arc::as_ptr(tape))
-    }
-}
-
-impl fmt::Debug for Trace {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Trace({})", self.id)
-    }
-}
 
 /// An input of a recorded operation: the traced operand's node, shape and dtype.
 #[derive(Clone, Debug)]
@@ -66,6 +41,18 @@ impl Link {
             dims: t.dims().to_vec(),
             dtype: t.dtype(),
         })
+    }
+}
+
+/// The link of an operand that is a traced float tensor (`None` for a scalar).
+pub(crate) trait ArgLink {
+    /// The operand's link to a live tape, if it is a traced float tensor.
+    fn link(&self) -> Option<Link>;
+}
+
+impl ArgLink for Arg<'_> {
+    fn link(&self) -> Option<Link> {
+        self.tensor().and_then(Link::of)
     }
 }
 
@@ -108,7 +95,8 @@ impl Tape {
         let mut nodes = self.lock();
         nodes.push(Node { inputs: Vec::new(), backward: None });
         let id = nodes.len() - 1;
-        value.detached().with_trace(Trace { tape: Arc::downgrade(self), id })
+        let tape: Weak<dyn TapeHook> = Arc::downgrade(self) as Weak<dyn TapeHook>;
+        value.detached().with_trace(Trace::new(tape, id))
     }
 
     /// The reverse sweep from the node of `loss` (whose cotangent is one): the cotangent of every leaf the
@@ -119,7 +107,8 @@ impl Tape {
     pub(crate) fn backward(self: &Arc<Self>, loss: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let mut nodes = std::mem::take(&mut *self.lock());
         let mut cotangents: Vec<Option<Tensor>> = (0..nodes.len()).map(|_| None).collect();
-        let Some(start) = loss.trace().filter(|t| t.is_on(self) && t.id < nodes.len()).map(Trace::id) else {
+        let Some(start) = loss.trace().filter(|t| t.is_on(Arc::as_ptr(self)) && t.id() < nodes.len()).map(Trace::id)
+        else {
             return Ok(cotangents);
         };
         cotangents[start] = Some(Tensor::ones(loss.shape(), loss.dtype()));
@@ -154,21 +143,47 @@ impl Tape {
 /// the first live link; links on another tape are treated as constants. When no link is live, `result` is
 /// returned untraced and `rule` is dropped.
 pub(crate) fn record(result: Tensor, links: Vec<Option<Link>>, rule: Backward) -> Tensor {
-    let Some(tape) = links.iter().flatten().find_map(|l| l.trace.tape.upgrade()) else {
+    let Some((hook, weak)) = links.iter().flatten().find_map(|l| Some((l.trace.tape()?, l.trace.weak().clone())))
+    else {
         return result.detach();
     };
     if !result.dtype().is_float() {
         return result.detach();
     }
+    let Some(tape) = hook.as_any().downcast_ref::<Tape>() else {
+        return result.detach(); // only this module makes traces
+    };
+    let at = Arc::as_ptr(&hook);
     let inputs = links
         .into_iter()
-        .map(|l| l.filter(|l| l.trace.is_on(&tape)).map(|l| Input { id: l.trace.id, dims: l.dims, dtype: l.dtype }))
+        .map(|l| l.filter(|l| l.trace.is_on(at)).map(|l| Input { id: l.trace.id(), dims: l.dims, dtype: l.dtype }))
         .collect();
     let mut nodes = tape.lock();
     nodes.push(Node { inputs, backward: Some(rule) });
     let id = nodes.len() - 1;
     drop(nodes);
-    result.detach().with_trace(Trace { tape: Arc::downgrade(&tape), id })
+    result.detach().with_trace(Trace::new(weak, id))
+}
+
+/// The operator hooks every tape installs: the rules of `rules.rs` (see `hooks.rs`).
+static OP_HOOKS: &dyn OpHooks = &super::hooks::Rules;
+
+impl TapeHook for Tape {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn cast(&self, x: &Tensor, dtype: DType) -> Tensor {
+        super::rules::cast(x, dtype)
+    }
+
+    fn indexed(&self, x: &Tensor, z: Tensor, info: IndexInfo) -> Tensor {
+        super::rules::indexed(x, z, info)
+    }
+
+    fn op_hooks(&self) -> &'static (dyn Any + Send + Sync) {
+        &OP_HOOKS
+    }
 }
 
 /// `g` summed over the axes along which an operand of shape `dims` was broadcast, and shaped `dims`.

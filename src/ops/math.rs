@@ -102,7 +102,10 @@ impl UnaryOp {
 pub fn unary<'a>(op: UnaryOp, x: impl Into<Arg<'a>>, floatx: DType) -> Result<Tensor> {
     let x = x.into();
     if x.is_traced() {
-        return crate::grad::rules::unary(op, x, floatx);
+        return match super::trace::hooks([x.tensor()]) {
+            Some(h) => h.unary(op, x, floatx),
+            None => unary(op, x.detach(), floatx),
+        };
     }
     let input = result_type(&[x.operand()], floatx);
     let dtype = op.dtype(input, floatx)?;
@@ -241,7 +244,10 @@ impl Tensor {
     /// ```
     pub fn softmax(&self, axis: isize) -> Result<Tensor> {
         if self.trace().is_some() {
-            return crate::grad::rules::softmax(self, axis);
+            return match super::trace::hooks([Some(self)]) {
+                Some(h) => h.softmax(self, axis),
+                None => self.detached().softmax(axis),
+            };
         }
         let shifted = self.shifted_by_max(axis)?;
         let e = shifted.exp()?;
@@ -255,7 +261,10 @@ impl Tensor {
     /// [`Error::InvalidShape`] when `axis` is out of range.
     pub fn log_softmax(&self, axis: isize) -> Result<Tensor> {
         if self.trace().is_some() {
-            return crate::grad::rules::log_softmax(self, axis);
+            return match super::trace::hooks([Some(self)]) {
+                Some(h) => h.log_softmax(self, axis),
+                None => self.detached().log_softmax(axis),
+            };
         }
         let shifted = self.shifted_by_max(axis)?;
         let total = super::reduce(ReduceOp::Sum, &shifted.exp()?, Axes::from(axis), true, DEFAULT_FLOATX)?;

@@ -42,6 +42,7 @@ pub(crate) mod num;
 mod reduce;
 mod shape;
 mod sugar;
+pub(crate) mod trace;
 
 use crate::dtype::{result_type, DType, Operand};
 use crate::error::{Error, Result};
@@ -129,13 +130,9 @@ impl<'a> Arg<'a> {
         }
     }
 
-    /// The operand's link to a live tape, if it is a traced float tensor.
-    pub(crate) fn link(&self) -> Option<crate::grad::Link> {
-        match self {
-            Arg::Ref(t) => crate::grad::Link::of(t),
-            Arg::Owned(t) => crate::grad::Link::of(t),
-            Arg::Scalar(_) => None,
-        }
+    /// The operand's tensor (`None` for a scalar).
+    pub(crate) fn tensor(&self) -> Option<&Tensor> {
+        trace::tensor_of(self)
     }
 
     /// The operand without a trace (a borrowed traced tensor becomes an owned O(1) clone).
@@ -336,7 +333,10 @@ impl BinaryOp {
 pub fn binary<'a, 'b>(op: BinaryOp, lhs: impl Into<Arg<'a>>, rhs: impl Into<Arg<'b>>, floatx: DType) -> Result<Tensor> {
     let (lhs, rhs) = (lhs.into(), rhs.into());
     if lhs.is_traced() || rhs.is_traced() {
-        return crate::grad::rules::binary(op, lhs, rhs, floatx);
+        return match trace::hooks([lhs.tensor(), rhs.tensor()]) {
+            Some(h) => h.binary(op, lhs, rhs, floatx),
+            None => binary(op, lhs.detach(), rhs.detach(), floatx),
+        };
     }
     let (compute, _) = op.dtypes(lhs.operand(), rhs.operand(), floatx)?;
     crate::kernels::binary::broadcast_dim(op.name(), lhs.dims(), rhs.dims())?;
@@ -387,7 +387,10 @@ pub fn where_<'a, 'b, 'c>(
     const OP: &str = "where";
     let (cond, x, y) = (cond.into(), x.into(), y.into());
     if cond.is_traced() || x.is_traced() || y.is_traced() {
-        return crate::grad::rules::where_traced(cond, x, y, floatx);
+        return match trace::hooks([cond.tensor(), x.tensor(), y.tensor()]) {
+            Some(h) => h.where_(cond, x, y, floatx),
+            None => where_(cond.detach(), x.detach(), y.detach(), floatx),
+        };
     }
     let dtype = result_type(&[x.operand(), y.operand()], floatx);
     let cond = cond.into_tensor(DType::Bool, OP)?;

@@ -118,7 +118,10 @@ pub fn reduce(op: ReduceOp, x: &Tensor, axes: impl Into<Axes>, keepdims: bool, f
     let name = op.name();
     let axes = axes.into();
     if x.trace().is_some() {
-        return crate::grad::rules::reduce_traced(op, x, axes, keepdims, floatx);
+        return match super::trace::hooks([Some(x)]) {
+            Some(h) => h.reduce(op, x, axes, keepdims, floatx),
+            None => reduce(op, &x.detached(), axes, keepdims, floatx),
+        };
     }
     let axes = normalize_axes(name, x.dims(), &axes)?;
     let (kept, out_dims) = output_dims(x.dims(), &axes, keepdims);

@@ -44,14 +44,14 @@ impl Tensor {
             let a = if a.is_standard_layout() { a.clone() } else { a.as_standard_layout().into_owned().into_shared() };
             Tensor::from_ndarray(a.into_shape_with_order(IxDyn(&target)).expect("sizes checked"))
         });
-        Ok(crate::grad::rules::reshaped(self, out))
+        Ok(super::trace::reshaped(self, out))
     }
 
     /// The tensor with its axes reversed (`keras.ops.transpose` with no `axes`). O(1).
     pub fn transpose(&self) -> Tensor {
         let out = with_array!(self.data(), a => Tensor::from_ndarray(a.clone().reversed_axes()));
         let order: Vec<usize> = (0..self.ndim()).rev().collect();
-        crate::grad::rules::permuted(self, out, &order)
+        super::trace::permuted(self, out, &order)
     }
 
     /// The tensor with its axes in the order `axes` (`keras.ops.transpose(x, axes)`); negative axes count
@@ -74,7 +74,7 @@ impl Tensor {
             });
         }
         let out = with_array!(self.data(), a => Tensor::from_ndarray(a.clone().permuted_axes(IxDyn(&order))));
-        Ok(crate::grad::rules::permuted(self, out, &order))
+        Ok(super::trace::permuted(self, out, &order))
     }
 
     /// The tensor broadcast to `shape` (`keras.ops.broadcast_to`), as a new standard-layout tensor.
@@ -84,7 +84,7 @@ impl Tensor {
     pub fn broadcast_to(&self, shape: impl Into<Shape>) -> Result<Tensor> {
         let shape = shape.into();
         with_array!(self.data(), a => match a.broadcast(IxDyn(shape.dims())) {
-            Some(v) => Ok(crate::grad::rules::view(self, Tensor::from(v.as_standard_layout().into_owned()), |g| Ok(g.clone()))),
+            Some(v) => Ok(super::trace::view(self, Tensor::from(v.as_standard_layout().into_owned()), |g| Ok(g.clone()))),
             None => Err(Error::Broadcast { op: "broadcast_to", lhs: self.shape(), rhs: shape }),
         })
     }
@@ -122,7 +122,7 @@ impl Tensor {
             });
         }
         let out = with_array!(self.data(), x => Tensor::from_ndarray(x.clone().remove_axis(ndarray::Axis(a))));
-        Ok(crate::grad::rules::reshaped(self, out))
+        Ok(super::trace::reshaped(self, out))
     }
 
     /// The tensor in standard (row-major contiguous) layout: O(1) when it already is, a copy otherwise.
@@ -130,7 +130,7 @@ impl Tensor {
         with_array!(self.data(), a => if a.is_standard_layout() {
             self.clone()
         } else {
-            crate::grad::rules::view(self, Tensor::from_ndarray(a.as_standard_layout().into_owned().into_shared()), |g| Ok(g.clone()))
+            super::trace::view(self, Tensor::from_ndarray(a.as_standard_layout().into_owned().into_shared()), |g| Ok(g.clone()))
         })
     }
 }

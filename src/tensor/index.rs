@@ -179,10 +179,10 @@ impl Tensor {
         let info = SliceInfo::<Vec<SliceInfoElem>, IxDyn, IxDyn>::try_from(elems)
             .map_err(|_| Error::InvalidArgument { op: OP, arg: "index", reason: "ndarray refused the index".into() })?;
         let out = with_array!(self.data(), a => Tensor::from_ndarray(a.clone().slice_move(&info)));
-        if self.trace().is_none() {
-            return Ok(out);
+        match self.trace().and_then(super::trace::Trace::tape) {
+            Some(tape) => Ok(tape.indexed(self, out, info)),
+            None => Ok(out),
         }
-        Ok(crate::grad::rules::indexed(self, out, info))
     }
 }
 

@@ -9,6 +9,7 @@ mod display;
 mod element;
 mod index;
 mod shape;
+pub(crate) mod trace;
 
 use half::{bf16, f16};
 use ndarray::{ArcArray, ArrayD, ArrayViewD, IxDyn};
@@ -16,10 +17,10 @@ use ndarray::{ArcArray, ArrayD, ArrayViewD, IxDyn};
 pub use element::{Element, Scalar};
 pub use index::Idx;
 pub use shape::Shape;
+use trace::Trace;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::grad::Trace;
 
 /// The typed array inside a [`Tensor`]: one variant per dtype, each an `ndarray` [`ArcArray`] (shared buffer,
 /// copy on write).
@@ -163,9 +164,9 @@ impl TensorData {
 /// # Ok::<(), purestate::Error>(())
 /// ```
 ///
-/// Inside [`crate::grad::value_and_grad`] a tensor may also carry a *trace*: its place on that call's tape, so
-/// that operations on it are recorded for the backward pass. The trace is a weak reference, dropped with the
-/// tensor and inert once the call returns; [`crate::grad::stop_gradient`] removes it.
+/// Inside `grad::value_and_grad` a tensor may also carry a *trace*: its place on that call's tape, so that
+/// operations on it are recorded for the backward pass. The trace is a weak reference, dropped with the
+/// tensor and inert once the call returns; `grad::stop_gradient` removes it.
 #[derive(Clone)]
 pub struct Tensor {
     data: TensorData,
@@ -201,7 +202,7 @@ impl Tensor {
         Tensor { data: T::wrap(array.into_dyn()), trace: None }
     }
 
-    /// True when the tensor is recorded on the tape of a running [`crate::grad::value_and_grad`] call, so
+    /// True when the tensor is recorded on the tape of a running `grad::value_and_grad` call, so
     /// that the loss may be differentiated with respect to it. O(1).
     pub fn is_traced(&self) -> bool {
         self.trace.as_ref().is_some_and(Trace::is_live)
@@ -363,8 +364,8 @@ impl Tensor {
         if dtype == self.dtype() {
             return self.clone();
         }
-        if self.trace.is_some() {
-            return crate::grad::rules::cast(self, dtype);
+        if let Some(tape) = self.trace.as_ref().and_then(Trace::tape) {
+            return tape.cast(self, dtype);
         }
         with_dtype!(dtype, U => with_array!(&self.data, a => {
             Tensor::from_ndarray(crate::kernels::map(a, |x| x.cast::<U>()).into_shared())
