@@ -5,10 +5,7 @@
 
 use std::path::PathBuf;
 
-use crate::dtype::DType;
-use crate::store::Fingerprint;
-use crate::tensor::Shape;
-use crate::trainer::TrainerId;
+use crate::base::{DType, Fingerprint, Shape, TrainerId};
 
 /// Every error purestate returns.
 ///

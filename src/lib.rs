@@ -55,6 +55,7 @@
 //! | [`constraint`], [`regularizer`] | the traits specs hold |
 //! | [`error`] | [`Error`], [`Result`] |
 
+mod base;
 pub mod checkpoint;
 pub mod constraint;
 pub mod dtype;

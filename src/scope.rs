@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::grad::Tape;
 use crate::store::StateStore;
+use crate::tensor::trace::TapeHook;
 use crate::tensor::Tensor;
 use crate::variable::Variable;
 
@@ -49,7 +49,7 @@ pub struct Scope {
 /// What a scope built by [`crate::grad`] adds: the call's tape and the inputs watched on it.
 #[derive(Debug)]
 pub(crate) struct TapeScope {
-    pub(crate) tape: Arc<Tape>,
+    pub(crate) tape: Arc<dyn TapeHook>,
     pub(crate) watched: Vec<Tensor>,
 }
 
@@ -70,7 +70,7 @@ impl Scope {
     /// on `tape` (the scope of a [`crate::grad`] call).
     // `Variable` hashes and compares by its key alone; its lineage's mutex never takes part.
     #[allow(clippy::mutable_key_type)]
-    pub(crate) fn traced(state: &StateStore, leaves: HashMap<Variable, Tensor>, tape: Arc<Tape>) -> Scope {
+    pub(crate) fn traced(state: &StateStore, leaves: HashMap<Variable, Tensor>, tape: Arc<dyn TapeHook>) -> Scope {
         let mut scope = Scope::new(state);
         scope.overrides = leaves;
         scope.tape = Some(TapeScope { tape, watched: Vec::new() });
@@ -104,7 +104,7 @@ impl Scope {
         }
         Ok(match &mut self.tape {
             Some(t) => {
-                let leaf = t.tape.leaf(x);
+                let leaf = Arc::clone(&t.tape).new_leaf(x);
                 t.watched.push(leaf.clone());
                 leaf
             }

@@ -117,8 +117,9 @@ pub fn save(state: &StateStore, path: impl AsRef<Path>) -> Result<()> {
 ///
 /// O(file size). The store has the saved specs (path, name, dtype, shape, trainable, autocast, aggregation,
 /// synchronization, overwrite_with_gradient), values, floatx, seed and base version, in the saved creation
-/// order, and so the saved [`fingerprint`](StateStore::fingerprint). It is a new store lineage: handles of the
-/// saved store do not work on it; find variables with [`StateStore::find`].
+/// order, and so the saved [`fingerprint`](StateStore::fingerprint) (an order-free set hash of the values). It
+/// is a new store lineage: handles of the saved store do not work on it; find variables with
+/// [`StateStore::find`].
 ///
 /// A safetensors file without purestate's metadata (written by Python's `safetensors.numpy.save_file`, say)
 /// loads with default specs, in name order, each tensor name split at its last `/` into name scope and name.

@@ -1,12 +1,43 @@
-//! The operator hooks (`ops::trace::OpHooks`) that every tape installs: each forwards to its rule in
-//! `rules.rs`, so that `ops` records onto the tape without naming this module.
+//! The hooks a tape installs below `grad`: [`TapeHook`] (what a traced tensor offers `tensor`) and the
+//! operator hooks (`ops::trace::OpHooks`). Each forwards to its rule in `rules.rs`, so that `tensor` and `ops`
+//! record onto the tape without naming this module.
+
+use std::any::Any;
+use std::sync::Arc;
 
 use super::rules;
+use super::tape::Tape;
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::ops::trace::{OpHooks, ViewBack};
 use crate::ops::{Arg, Axes, BinaryOp, ReduceOp, UnaryOp};
+use crate::tensor::trace::{IndexInfo, TapeHook};
 use crate::tensor::Tensor;
+
+/// The operator hooks every tape installs.
+static OP_HOOKS: &dyn OpHooks = &Rules;
+
+impl TapeHook for Tape {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn new_leaf(self: Arc<Self>, value: &Tensor) -> Tensor {
+        self.leaf(value)
+    }
+
+    fn cast(&self, x: &Tensor, dtype: DType) -> Tensor {
+        rules::cast(x, dtype)
+    }
+
+    fn indexed(&self, x: &Tensor, z: Tensor, info: IndexInfo) -> Tensor {
+        rules::indexed(x, z, info)
+    }
+
+    fn op_hooks(&self) -> &'static (dyn Any + Send + Sync) {
+        &OP_HOOKS
+    }
+}
 
 /// The backward rules of `rules.rs`, as the operators' hooks.
 #[derive(Debug)]

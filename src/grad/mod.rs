@@ -24,7 +24,7 @@ mod tape;
 use std::collections::{HashMap, HashSet};
 
 pub use grads::Grads;
-pub(crate) use tape::Tape;
+use tape::Tape;
 
 use crate::tensor::trace::Trace;
 

@@ -3,20 +3,18 @@
 //!
 //! A traced [`Tensor`] holds a [`Trace`] (`tensor/trace.rs`): a *weak* handle to the tape, as a
 //! [`TapeHook`] trait object, and its node's index. The tape implements that hook, and the operator hooks
-//! (`ops::trace::OpHooks`, in `hooks.rs`), so that `tensor` and `ops` record onto it without naming this
+//! (`ops::trace::OpHooks`); `hooks.rs` implements both, so that `tensor` and `ops` record onto it without naming this
 //! module. Only the call holds the tape strongly, so when the call returns the tape is dropped with every
 //! tensor its nodes saved, and traces that escaped the call are inert (ops on them record nothing). Nothing
 //! here is global or thread-local.
 
-use std::any::Any;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::dtype::DType;
 use crate::error::Result;
-use crate::ops::trace::OpHooks;
 use crate::ops::{reduce, Arg, Axes, BinaryOp, ReduceOp};
-use crate::tensor::trace::{IndexInfo, TapeHook, Trace};
+use crate::tensor::trace::{TapeHook, Trace};
 use crate::tensor::Tensor;
 
 /// A backward rule: given the cotangent of the node's output and which inputs need a gradient, the
@@ -163,27 +161,6 @@ pub(crate) fn record(result: Tensor, links: Vec<Option<Link>>, rule: Backward) -
     let id = nodes.len() - 1;
     drop(nodes);
     result.detach().with_trace(Trace::new(weak, id))
-}
-
-/// The operator hooks every tape installs: the rules of `rules.rs` (see `hooks.rs`).
-static OP_HOOKS: &dyn OpHooks = &super::hooks::Rules;
-
-impl TapeHook for Tape {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn cast(&self, x: &Tensor, dtype: DType) -> Tensor {
-        super::rules::cast(x, dtype)
-    }
-
-    fn indexed(&self, x: &Tensor, z: Tensor, info: IndexInfo) -> Tensor {
-        super::rules::indexed(x, z, info)
-    }
-
-    fn op_hooks(&self) -> &'static (dyn Any + Send + Sync) {
-        &OP_HOOKS
-    }
 }
 
 /// `g` summed over the axes along which an operand of shape `dims` was broadcast, and shaped `dims`.

@@ -9,8 +9,8 @@
 use ndarray::{ArrayBase, ArrayD, ArrayViewD, DataMut, Dimension, IxDyn, Zip};
 
 use super::{unary, CHUNK, THRESHOLD};
+use crate::base::Shape;
 use crate::error::{Error, Result};
-use crate::tensor::Shape;
 
 /// The shape two shapes broadcast to, with numpy's rules (align on the right; a dimension of 1 stretches).
 ///

@@ -171,7 +171,13 @@ pub fn filled<T: Copy + Default + Send + Sync + 'static>(len: usize, value: T) -
         return Buffer { vec: vec![value; len], offset: 0, len };
     }
     let mut b = alloc::<T>(len);
-    super::unary::fill(b.as_mut_slice(), value);
+    // `unary::fill`'s loop, written here: `unary` allocates through this module, not the other way round.
+    let dst = b.as_mut_slice();
+    if len < super::THRESHOLD {
+        dst.fill(value);
+    } else {
+        super::par_chunks_mut(dst, super::CHUNK, &|_, o| o.fill(value));
+    }
     b
 }
 

@@ -6,21 +6,11 @@
 //! assignment (a metric reset, a restored checkpoint) makes the runner derive fresh per-replica values from the
 //! store's value, chosen so that aggregating them gives that value back exactly.
 
-use std::sync::Arc;
-
 use crate::error::Result;
+pub(crate) use crate::store::LocalValues;
 use crate::store::StateStore;
 use crate::tensor::Tensor;
 use crate::variable::{Aggregation, Synchronization, Variable};
-
-/// One value per replica of an `on_read` variable, and the aggregate they were recorded with.
-#[derive(Clone, Debug)]
-pub(crate) struct LocalValues {
-    /// The entry's value when these were recorded (sharing its buffer).
-    pub(crate) aggregate: Tensor,
-    /// One value per replica, in replica order.
-    pub(crate) values: Arc<[Tensor]>,
-}
 
 /// An `on_read` variable and its per-replica values for this step.
 pub(crate) type OnRead = Vec<(Variable, Vec<Tensor>)>;

@@ -80,8 +80,6 @@ mod wire;
 use std::fmt;
 use std::ops::Range;
 
-pub(crate) use local::LocalValues;
-
 use crate::error::{Error, Result};
 use crate::grad::Grads;
 use crate::kernels;

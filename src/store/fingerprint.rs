@@ -1,37 +1,13 @@
-//! [`Fingerprint`]: a stable 128-bit hash of a store's contents (XXH3-128 of every variable's path, dtype,
-//! shape and little-endian bytes, in creation order).
-
-use std::fmt;
+//! [`Fingerprint`]: a stable 128-bit hash of a store's contents, an order-free set hash: each variable's
+//! (path, dtype, shape, little-endian bytes) has its own XXH3-128 digest, the digests are added (wrapping,
+//! so in any order) and the sum and the count are hashed once more. It does not depend on creation order, so
+//! a commit rehashes only the variables that changed: O(changed).
 
 use xxhash_rust::xxh3::Xxh3;
 
 use super::StateStore;
+use crate::base::Fingerprint;
 use crate::tensor::Tensor;
-
-/// A stable 128-bit hash of a store's variables: equal contents give equal fingerprints on every machine,
-/// process and thread count. Displays as 32 hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Fingerprint(pub u128);
-
-impl fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
-    }
-}
-
-impl fmt::Debug for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Fingerprint({self})")
-    }
-}
-
-impl std::str::FromStr for Fingerprint {
-    type Err = std::num::ParseIntError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        u128::from_str_radix(s, 16).map(Fingerprint)
-    }
-}
 
 /// The digest of one variable: XXH3-128 of its length-prefixed path, dtype name, dims, byte count and
 /// little-endian bytes.

@@ -6,7 +6,7 @@
 
 mod diff;
 mod fingerprint;
-mod lineage;
+mod local;
 mod partition;
 
 use std::fmt;
@@ -14,12 +14,14 @@ use std::sync::Arc;
 
 use imbl::{HashMap, OrdMap, OrdSet};
 
+pub use crate::base::Fingerprint;
 pub use diff::{StoreDiff, ValueChange};
-pub use fingerprint::Fingerprint;
 pub use partition::VariableRef;
 
-pub(crate) use lineage::{Lineage, VarKey};
+pub(crate) use crate::variable::{Lineage, VarKey};
+pub(crate) use local::LocalValues;
 
+use crate::base::TrainerId;
 use crate::constraint::Constraint;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -27,7 +29,6 @@ use crate::ops::BinaryOp;
 use crate::random::Key;
 use crate::regularizer::Regularizer;
 use crate::tensor::Tensor;
-use crate::trainer::TrainerId;
 use crate::variable::{Variable, VariableSpec};
 
 /// The attributes Keras lets you change after creation, versioned with the values.
@@ -125,7 +126,7 @@ pub struct StateStore {
     pending: OrdSet<VarKey>,
     /// Per-replica values of `on_read` variables, kept by the `replica` runner beside the aggregated value the
     /// entry holds (so reads, fingerprints and checkpoints see the aggregate).
-    replica_values: OrdMap<VarKey, crate::replica::LocalValues>,
+    replica_values: OrdMap<VarKey, LocalValues>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -503,12 +504,12 @@ impl StateStore {
     }
 
     /// The per-replica values the `replica` runner recorded for `var` (an `on_read` variable), if any. O(log n).
-    pub(crate) fn replica_values(&self, var: &Variable) -> Option<&crate::replica::LocalValues> {
+    pub(crate) fn replica_values(&self, var: &Variable) -> Option<&LocalValues> {
         self.replica_values.get(&var.key)
     }
 
     /// Records (or, with `None`, forgets) the per-replica values of `var`. O(log n).
-    pub(crate) fn set_replica_values(&mut self, var: &Variable, values: Option<crate::replica::LocalValues>) {
+    pub(crate) fn set_replica_values(&mut self, var: &Variable, values: Option<LocalValues>) {
         match values {
             Some(values) => self.replica_values.insert(var.key, values),
             None => self.replica_values.remove(&var.key),

@@ -8,15 +8,14 @@ mod construct;
 mod display;
 mod element;
 mod index;
-mod shape;
 pub(crate) mod trace;
 
 use half::{bf16, f16};
 use ndarray::{ArcArray, ArrayD, ArrayViewD, IxDyn};
 
+pub use crate::base::Shape;
 pub use element::{Element, Scalar};
 pub use index::Idx;
-pub use shape::Shape;
 use trace::Trace;
 
 use crate::dtype::DType;

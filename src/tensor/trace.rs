@@ -23,9 +23,12 @@ use crate::dtype::DType;
 pub(crate) type IndexInfo = SliceInfo<Vec<SliceInfoElem>, IxDyn, IxDyn>;
 
 /// What a tape offers the tensors it traces. Implemented by the layer that owns the tape.
-pub(crate) trait TapeHook: Send + Sync {
+pub(crate) trait TapeHook: Send + Sync + fmt::Debug {
     /// The implementation, for the layer that installed it to recover its own type.
     fn as_any(&self) -> &dyn Any;
+
+    /// `value` (without its trace) as a new leaf of this tape: an input to differentiate with respect to.
+    fn new_leaf(self: Arc<Self>, value: &Tensor) -> Tensor;
 
     /// `x.cast(dtype)` recorded on this tape (`x` is traced on it).
     fn cast(&self, x: &Tensor, dtype: DType) -> Tensor;

@@ -2,14 +2,13 @@
 //! versions, checks each derives from the head of this trainer ([`TrainerId`], optimistic concurrency),
 //! fingerprints them, rolls back, tags, and prunes by a [`Retention`] policy.
 
-mod id;
 mod replay;
 mod retention;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-pub use id::TrainerId;
+pub use crate::base::TrainerId;
 pub use replay::{Divergence, ReplayReport};
 pub use retention::Retention;
 

@@ -5,6 +5,7 @@
 //! Keras lets you change after creation (trainable, constraint, regularizer, overwrite_with_gradient) is
 //! per-variable metadata in the store, versioned like values.
 
+mod lineage;
 mod options;
 mod spec;
 
@@ -15,8 +16,9 @@ use std::sync::Arc;
 pub use options::{Aggregation, Synchronization};
 pub use spec::{InitialValue, OptionValue, VariableSpec};
 
+pub(crate) use lineage::{Lineage, VarKey};
+
 use crate::dtype::DType;
-use crate::store::{Lineage, VarKey};
 use crate::tensor::Shape;
 
 /// What never changes about a variable: its path, shape, dtype and replica behaviour.

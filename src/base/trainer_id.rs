@@ -1,4 +1,4 @@
-//! [`TrainerId`]: the identity of one [`Trainer`](super::Trainer), carried by every state it hands out so that
+//! [`TrainerId`]: the identity of one [`Trainer`](crate::Trainer), carried by every state it hands out so that
 //! a state is committed only to the trainer it came from.
 
 use std::fmt;
@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// them, so this counter is the one piece of global state that cannot change a result.
 static NEXT: AtomicU64 = AtomicU64::new(1);
 
-/// The identity of a [`Trainer`](super::Trainer): unique among the trainers of one process.
+/// The identity of a [`Trainer`](crate::Trainer): unique among the trainers of one process.
 ///
-/// [`Trainer::new`](super::Trainer::new) takes a fresh id; rollback, tags, retention and replay keep it. A
+/// [`Trainer::new`](crate::Trainer::new) takes a fresh id; rollback, tags, retention and replay keep it. A
 /// [`StateStore`](crate::StateStore) remembers the id of the trainer whose version it derives from
 /// ([`StateStore::trainer`](crate::StateStore::trainer)), and
-/// [`Trainer::commit`](super::Trainer::commit) refuses a state of another trainer
+/// [`Trainer::commit`](crate::Trainer::commit) refuses a state of another trainer
 /// ([`Error::ForeignState`](crate::Error::ForeignState)) even when the version numbers match.
 ///
 /// Ids are not saved in checkpoints: they mean nothing to another process. Displays as `trainer N`.
