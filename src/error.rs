@@ -132,6 +132,18 @@ pub enum Error {
         /// That axis' length.
         size: usize,
     },
+    /// A sparse label outside `0..classes`.
+    #[error("{op}: label {label} of sample {sample} is out of range for {classes} classes")]
+    LabelOutOfRange {
+        /// The loss.
+        op: &'static str,
+        /// The label given.
+        label: i64,
+        /// The number of classes (the length of the predictions' last axis).
+        classes: usize,
+        /// The sample's position in row-major order.
+        sample: usize,
+    },
     /// A conversion to a Rust scalar of a tensor that is not 0-d.
     #[error("{op}: only a 0-d tensor converts to a scalar, got shape {shape}")]
     NotScalar {

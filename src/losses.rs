@@ -54,8 +54,8 @@ pub fn log_softmax(x: &Tensor, axis: isize) -> Result<Tensor> {
 /// Keras's cast to int32. From logits the gradient is `(softmax(z) - onehot(label)) / n_samples`.
 ///
 /// # Errors
-/// [`Error::ShapeMismatch`] when the shapes do not fit; [`Error::IndexOutOfRange`] for a label outside
-/// `0..classes` (a departure: Keras's one-hot silently gives a zero loss); [`Error::UnsupportedDType`] when
+/// [`Error::ShapeMismatch`] when the shapes do not fit; [`Error::LabelOutOfRange`] for a label outside
+/// `0..classes`, in the forward pass and so in `value_and_grad` (a departure: Keras's one-hot silently gives a zero loss); [`Error::UnsupportedDType`] when
 /// `y_pred` is not a float tensor; [`Error::InvalidShape`] for a 0-d `y_pred` or zero classes.
 ///
 /// # Examples
@@ -85,7 +85,7 @@ pub fn sparse_categorical_crossentropy(y_true: &Tensor, y_pred: &Tensor, from_lo
     let mut index = Vec::with_capacity(labels.len());
     for (i, &l) in labels.iter().enumerate() {
         if l < 0 || l >= classes as i64 {
-            return Err(Error::IndexOutOfRange { op: OP, index: l, axis: i, size: classes });
+            return Err(Error::LabelOutOfRange { op: OP, label: l, classes, sample: i });
         }
         index.push(l as usize);
     }

@@ -28,7 +28,7 @@ use crate::variable::Variable;
 /// use purestate::{init, Scope, StateStore, Tensor, VariableSpec, DType};
 /// let mut state = StateStore::new();
 /// let w = state.create(VariableSpec::new(init::Ones).shape([2]).name("w"))?;
-/// let mut scope = Scope::new(&state).with_autocast(DType::Float16);
+/// let mut scope = Scope::new(&state).with_autocast(DType::Float16)?;
 /// assert_eq!(scope.get(&w)?.dtype(), DType::Float16); // read in the compute dtype
 /// scope.assign(&w, Tensor::from([3.0f32, 4.0]))?;
 /// assert_eq!(scope.get(&w)?.to_f64_vec(), [3.0, 4.0]); // read-your-writes
@@ -153,9 +153,16 @@ impl Scope {
 
     /// The same scope, reading float variables that have `autocast` in `dtype` (Keras's `AutocastScope`).
     /// Non-float variables and variables created with `autocast(false)` are never cast.
-    pub fn with_autocast(mut self, dtype: DType) -> Scope {
-        self.autocast = dtype.is_float().then_some(dtype);
-        self
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedDType`] when `dtype` is not a float dtype, as Keras's `AutocastScope("int32")`
+    /// raises: an autocast target is a compute dtype, and an integer one would silently mean no autocast.
+    pub fn with_autocast(mut self, dtype: DType) -> Result<Scope> {
+        if !dtype.is_float() {
+            return Err(Error::UnsupportedDType { op: "autocast", dtype });
+        }
+        self.autocast = Some(dtype);
+        Ok(self)
     }
 
     /// The compute dtype float variables are read in, if any.

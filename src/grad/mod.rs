@@ -104,7 +104,8 @@ impl ValueAndGrad {
     }
 
     /// Read float variables in `dtype` (mixed precision, as [`Scope::with_autocast`]): the loss is computed
-    /// in the compute dtype and the gradients come back in each variable's own dtype.
+    /// in the compute dtype and the gradients come back in each variable's own dtype. A non-float `dtype`
+    /// makes the call an [`Error::UnsupportedDType`], as [`Scope::with_autocast`].
     pub fn autocast(mut self, dtype: DType) -> Self {
         self.autocast = Some(dtype);
         self
@@ -156,7 +157,7 @@ impl ValueAndGrad {
         }
         let mut scope = Scope::traced(state, leaves, tape.clone());
         if let Some(dtype) = self.autocast {
-            scope = scope.with_autocast(dtype);
+            scope = scope.with_autocast(dtype)?;
         }
         let loss = loss_fn(&mut scope)?;
         if loss.ndim() != 0 {

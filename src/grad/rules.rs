@@ -11,6 +11,7 @@
 //! | `multiply` | `g * y`, `x * g` |
 //! | `divide` | `g / y`, `(-g * x) * (1 / (y * y))` |
 //! | `power` | `g * (y == 0 ? 0 : y * x^(y-1))`, `g * (log(x == 0 ? 1 : x) * z)` |
+//! | `mod` (floor modulo) | `g`, `[adjusted] * g - g * trunc(x / y)`: JAX's `remainder`, `-g * floor(x / y)` |
 //! | `maximum`, `minimum` | `g * [x == z] / (y == z ? 2 : 1)`: equal operands share the gradient half and half |
 //! | `absolute` | `x >= 0 ? g : -g` (so +g at 0 and -0.0) |
 //! | `relu` | `x > 0 ? g : 0` |
@@ -27,7 +28,7 @@
 //! | casts | the cotangent cast back (float to float; integer and bool operands get none) |
 //!
 //! Operations whose JAX gradient is zero everywhere (`sign`, `round`, `floor_divide`, comparisons, `argmax`)
-//! and `mod` return untraced results, which is the same as a zero gradient.
+//! return untraced results, which is the same as a zero gradient.
 
 use ndarray::{IxDyn, SliceInfo, SliceInfoElem};
 
@@ -89,7 +90,7 @@ pub(crate) fn binary(op: BinaryOp, lhs: Arg<'_>, rhs: Arg<'_>, floatx: DType) ->
     let (compute, _) = op.dtypes(lhs.operand(), rhs.operand(), floatx)?;
     let links = vec![lhs.link(), rhs.link()];
     let (lhs, rhs) = (lhs.detach(), rhs.detach());
-    let differentiable = matches!(op, Add | Subtract | Multiply | Divide | Power | Maximum | Minimum);
+    let differentiable = matches!(op, Add | Subtract | Multiply | Divide | Mod | Power | Maximum | Minimum);
     if !compute.is_float() || !differentiable {
         return crate::ops::binary(op, lhs, rhs, floatx);
     }
@@ -105,6 +106,21 @@ pub(crate) fn binary(op: BinaryOp, lhs: Arg<'_>, rhs: Arg<'_>, floatx: DType) ->
         (Divide, Some((x, y))) => {
             Box::new(move |g, need| both(need, || g.div(&y), || ew3!(g, x, y, |g, x, y| (-g * x) * (1.0 / (y * y)))))
         }
+        (Mod, Some((x, y))) => Box::new(move |g, need| {
+            // jax/_src/numpy/ufuncs.py `remainder` (JAX 0.10): `rem(x, y)`, plus `y` where the signs of the
+            // remainder and `y` differ; the quotient rounds as JAX's does (in the dtype, then sign * floor(|q|)).
+            both(
+                need,
+                || g.add(0.0), // JAX adds the two selected branches: `g + 0`
+                || {
+                    ew3!(g, x, y, |g, x, y| {
+                        let q = <T as Float>::down(x / y).up();
+                        let t = if q < 0.0 { -(-q).floor() } else { q.floor() };
+                        (if floor_mod_adjusted(x, y) { g } else { 0.0 }) + -(g * t)
+                    })
+                },
+            )
+        }),
         (Power, Some((x, y))) => {
             let z = z.clone();
             Box::new(move |g, need| {
@@ -129,6 +145,13 @@ pub(crate) fn binary(op: BinaryOp, lhs: Arg<'_>, rhs: Arg<'_>, floatx: DType) ->
         _ => unreachable!("differentiable binary ops are matched above"),
     };
     Ok(record(z, links, rule))
+}
+
+/// True where floor modulo adds `y` to the truncated remainder: JAX's `remainder` select.
+fn floor_mod_adjusted<C: Copy + PartialOrd + std::ops::Rem<Output = C> + From<f32>>(x: C, y: C) -> bool {
+    let zero = C::from(0.0);
+    let r = x % y;
+    r != zero && ((r < zero) != (y < zero))
 }
 
 /// A traced `unary`: see [`crate::ops::unary`].

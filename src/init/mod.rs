@@ -45,7 +45,9 @@ use crate::tensor::{Shape, Tensor};
 /// `key` is the variable's random key: the spec's seed when it has one, otherwise one derived from the store's
 /// seed and the variable's creation index, so an unseeded initializer is still deterministic.
 pub trait Initializer: Send + Sync + fmt::Debug {
-    /// The initial value: a tensor of exactly `shape` and `dtype`.
+    /// The initial value: a tensor of exactly `shape`, in `dtype`. A value of another dtype is cast to `dtype`
+    /// by [`StateStore::create`](crate::StateStore::create), as Keras converts it
+    /// (`convert_to_tensor(value, dtype=self.dtype)`); another shape is an [`Error::InvalidSpec`] there.
     ///
     /// # Errors
     /// An initializer that cannot produce `dtype` (a random normal of integers, say) or `shape` (an identity

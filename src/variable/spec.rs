@@ -261,17 +261,17 @@ impl VariableSpec {
                 })?;
                 let dtype = dtype.unwrap_or(floatx);
                 let value = init.initialize(&shape, dtype, self.seed.unwrap_or_else(|| default_key(&path)))?;
-                if value.dims() != shape.dims() || value.dtype() != dtype {
+                if value.dims() != shape.dims() {
                     return Err(invalid(format!(
-                        "the initializer {} returned shape {} and dtype {}, expected {} and {}",
+                        "the initializer {} returned shape {}, expected {}",
                         init.name(),
                         value.shape(),
-                        value.dtype(),
-                        shape,
-                        dtype
+                        shape
                     )));
                 }
-                value
+                // Keras converts what an initializer returns to the variable's dtype
+                // (`convert_to_tensor(value, dtype=self.dtype)` in keras/src/backend/common/variables.py).
+                value.cast(dtype)
             }
         };
         let info = VariableInfo {

@@ -500,3 +500,54 @@ fn traces_are_inert_after_the_call() {
     assert!(!x.mul(2.0).unwrap().is_traced());
     assert!(!Tensor::from([1.0f32]).is_traced());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// `x % y` away from its jumps (where `x / y` is an integer): d/dx = 1, d/dy = -floor(x / y).
+    #[test]
+    fn floor_mod_matches_finite_differences((a, b, swap) in broadcast_pair(), negative in any::<bool>(), seed in any::<u64>()) {
+        let (da, db) = if swap { (b, a) } else { (a, b) };
+        let x = tensor(seed, &da, -4.0, 4.0);
+        let y = tensor(seed ^ 0x5555, &db, 0.5, 2.0);
+        let y = if negative { y.neg().unwrap() } else { y };
+        let q = x.div(&y).unwrap().to_vec::<f64>().unwrap();
+        prop_assume!(q.iter().all(|q| (q - q.floor()) > 1e-3 && (q - q.floor()) < 1.0 - 1e-3));
+        check(&|t: &[Tensor]| t[0].rem(&t[1]), &[x, y])?;
+    }
+}
+
+/// `tools/jax_floor_mod.py`: `jax.grad` of `sum(w * (x % y))`, `y` broadcast along the first axis, in float32
+/// and float64.
+#[test]
+fn floor_mod_gradient_equals_jax() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jax_floor_mod.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for case in json["cases"].as_array().unwrap() {
+        let dtype: DType = case["dtype"].as_str().unwrap().parse().unwrap();
+        let arr = |name: &str| -> (Tensor, Vec<f64>) {
+            let v = &case[name];
+            let dims: Vec<usize> =
+                v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+            let data: Vec<f64> = v["data"].as_array().unwrap().iter().map(|d| d.as_f64().unwrap()).collect();
+            (Tensor::from_shape_vec(dims.as_slice(), data.clone()).unwrap().cast(dtype), data)
+        };
+        let ((x, _), (y, _), (w, _)) = (arr("x"), arr("y"), arr("w"));
+        let out = ValueAndGrad::new()
+            .call(&StateStore::new(), |scope| {
+                let (x, y) = (scope.watch(&x)?, scope.watch(&y)?);
+                let z = x.rem(&y)?;
+                assert_eq!(z.to_f64_vec(), arr("value").1, "{dtype}: forward");
+                z.mul(&w)?.sum(Axes::All, false)
+            })
+            .unwrap();
+        // d/dx is the weights exactly; d/dy sums four products over the broadcast axis (rounding of the sum).
+        assert_eq!(out.inputs[0].to_f64_vec(), arr("grad_x").1, "{dtype}: d/dx");
+        let eps = if dtype == DType::Float32 { f32::EPSILON as f64 } else { f64::EPSILON };
+        let want = arr("grad_y").1;
+        for (i, (g, w)) in out.inputs[1].to_f64_vec().into_iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 16.0 * eps * (1.0 + w.abs()), "{dtype}: d/dy[{i}]: {g} vs jax {w}");
+        }
+    }
+}

@@ -95,11 +95,33 @@ fn log_softmax_and_softmax_activations_are_the_tensor_methods() {
 fn bad_inputs_are_errors() {
     let z = Tensor::from([[1.0f32, 2.0]]);
     let err = losses::sparse_categorical_crossentropy(&Tensor::from([2i32]), &z, true).unwrap_err();
-    assert!(matches!(err, Error::IndexOutOfRange { index: 2, size: 2, .. }));
+    assert!(matches!(err, Error::LabelOutOfRange { label: 2, classes: 2, sample: 0, .. }));
     let err = losses::categorical_crossentropy(&Tensor::from([1.0f32, 0.0]), &z, true).unwrap_err();
     assert!(matches!(err, Error::ShapeMismatch { .. }));
     let err = losses::mean_squared_error(&Tensor::from([1i32]), &Tensor::from([1i32])).unwrap_err();
     assert!(matches!(err, Error::UnsupportedDType { .. }));
     let err = losses::binary_crossentropy(&Tensor::from(1.0f32), &Tensor::from(1.0f32), true).unwrap_err();
     assert!(matches!(err, Error::InvalidShape { .. }));
+}
+
+#[test]
+fn out_of_range_sparse_labels_name_the_label_and_the_class_count() {
+    let z = Tensor::from([[1.0f32, 2.0, 3.0], [0.5, 0.5, 0.5]]);
+    for from_logits in [true, false] {
+        for (labels, label, sample) in [(Tensor::from([0i32, 3]), 3i64, 1usize), (Tensor::from([-1i64, 0]), -1, 0)] {
+            let err = losses::sparse_categorical_crossentropy(&labels, &z, from_logits).unwrap_err();
+            assert!(
+                matches!(err, Error::LabelOutOfRange { label: l, classes: 3, sample: s, .. } if l == label && s == sample),
+                "{err}"
+            );
+            let mut state = StateStore::new();
+            let w = state.create(purestate::VariableSpec::new(z.clone()).name("z")).unwrap();
+            let err = ValueAndGrad::new()
+                .call(&state, |scope| losses::sparse_categorical_crossentropy(&labels, &scope.get(&w)?, from_logits))
+                .unwrap_err();
+            assert!(matches!(err, Error::LabelOutOfRange { label: l, classes: 3, .. } if l == label), "{err}");
+        }
+    }
+    let err = losses::sparse_categorical_crossentropy(&Tensor::from([0i32, 7]), &z, true).unwrap_err();
+    assert_eq!(err.to_string(), "sparse_categorical_crossentropy: label 7 of sample 1 is out of range for 3 classes");
 }

@@ -40,7 +40,7 @@ fn autocast_casts_only_float_variables_that_allow_it() {
     let w = state.create(VariableSpec::new(init::Ones).shape([1]).name("w")).unwrap();
     let pinned = state.create(VariableSpec::new(init::Ones).shape([1]).name("p").autocast(false)).unwrap();
     let count = state.create(VariableSpec::new(Tensor::from([3i32])).name("c")).unwrap();
-    let scope = Scope::new(&state).with_autocast(DType::Bfloat16);
+    let scope = Scope::new(&state).with_autocast(DType::Bfloat16).unwrap();
     assert_eq!(scope.get(&w).unwrap().dtype(), DType::Bfloat16);
     assert_eq!(scope.get(&pinned).unwrap().dtype(), DType::Float32);
     assert_eq!(scope.get(&count).unwrap().dtype(), DType::Int32);
@@ -66,4 +66,20 @@ fn foreign_variables_are_refused() {
     let scope = Scope::new(&state);
     assert!(matches!(scope.get(&w), Err(Error::ForeignVariable { .. })));
     assert!(matches!(Scope::with_values(&state, [(w, Tensor::from([1.0f32]))]), Err(Error::ForeignVariable { .. })));
+}
+
+#[test]
+fn an_autocast_scope_to_a_non_float_dtype_is_an_error() {
+    let state = StateStore::new();
+    for dtype in [DType::Int32, DType::Bool, DType::Uint8] {
+        let err = Scope::new(&state).with_autocast(dtype).unwrap_err();
+        assert!(matches!(err, Error::UnsupportedDType { op: "autocast", dtype: d } if d == dtype), "{err}");
+    }
+    let scope = Scope::new(&state).with_autocast(DType::Float16).unwrap();
+    assert_eq!(scope.autocast(), Some(DType::Float16));
+    let err = purestate::grad::ValueAndGrad::new()
+        .autocast(DType::Int32)
+        .call(&state, |_| Ok(Tensor::from(0.0f32)))
+        .unwrap_err();
+    assert!(matches!(err, Error::UnsupportedDType { op: "autocast", .. }), "{err}");
 }

@@ -318,3 +318,40 @@ fn unseeded_initializers_are_deterministic_per_path() {
     let x = a.find("x").unwrap();
     assert_ne!(a.get(&x).unwrap().to_f64_vec(), a.get(&ay).unwrap().to_f64_vec());
 }
+
+/// An initializer that ignores the dtype it is asked for (as a user's Python initializer returning numpy's
+/// float64 does), or the shape.
+#[derive(Debug)]
+struct Float64Init {
+    wrong_shape: bool,
+}
+
+impl init::Initializer for Float64Init {
+    fn initialize(&self, shape: &Shape, _dtype: DType, _key: purestate::random::Key) -> purestate::Result<Tensor> {
+        let dims: Vec<usize> =
+            if self.wrong_shape { vec![shape.dims().iter().product::<usize>() + 1] } else { shape.to_vec() };
+        Tensor::from_shape_vec(
+            dims.as_slice(),
+            (0..dims.iter().product::<usize>()).map(|i| i as f64 + 0.5).collect::<Vec<f64>>(),
+        )
+    }
+
+    fn name(&self) -> &'static str {
+        "Float64Init"
+    }
+}
+
+#[test]
+fn an_initializer_value_of_another_dtype_is_cast_to_the_variable_dtype() {
+    let mut state = StateStore::new();
+    let w = state.create(VariableSpec::new(Float64Init { wrong_shape: false }).shape([2, 2]).name("w")).unwrap();
+    assert_eq!(state.get(&w).unwrap().dtype(), DType::Float32);
+    assert_eq!(state.get(&w).unwrap().to_vec::<f32>().unwrap(), vec![0.5, 1.5, 2.5, 3.5]);
+    let i = state
+        .create(VariableSpec::new(Float64Init { wrong_shape: false }).shape([3]).dtype(DType::Int32).name("i"))
+        .unwrap();
+    assert_eq!(state.get(&i).unwrap().to_vec::<i32>().unwrap(), vec![0, 1, 2], "numpy's cast truncates");
+    let err = state.create(VariableSpec::new(Float64Init { wrong_shape: true }).shape([2]).name("bad")).unwrap_err();
+    assert!(matches!(&err, Error::InvalidSpec { path, .. } if path == "bad"), "{err}");
+    assert!(err.to_string().contains("the initializer Float64Init returned shape (3,), expected (2,)"), "{err}");
+}
