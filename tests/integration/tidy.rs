@@ -63,3 +63,18 @@ fn only_mpi_module_uses_mpi() {
         assert!(!text.contains("use mpi"), "src/{path} uses mpi outside replica/mpi.rs");
     }
 }
+
+// The crate denies `unsafe_code`; the one exception is the audited call into the `gemm` crate.
+#[test]
+fn only_the_gemm_kernel_contains_unsafe() {
+    for (path, text) in sources() {
+        if path == "kernels/gemm.rs" {
+            assert_eq!(text.matches("unsafe {").count(), 1, "src/{path}: exactly one unsafe block");
+            assert!(text.contains("// SAFETY:"), "src/{path}: the unsafe block has no SAFETY argument");
+            continue;
+        }
+        assert!(!text.contains("unsafe"), "src/{path} contains `unsafe`");
+    }
+    let manifest = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("unsafe_code = \"deny\""), "Cargo.toml no longer denies unsafe_code");
+}
