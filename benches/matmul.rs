@@ -1,6 +1,7 @@
 //! The matrix products of the 784-1024-1024-10 MLP (batch 256), forward and backward, at 1 and 2 rayon
 //! threads: purestate's `kernels::gemm` (the `gemm` crate) beside `ndarray`'s `dot` (matrixmultiply, one
-//! thread: the baseline) and `faer`'s safe `matmul`, all measured in the same run. The backward forms read a
+//! thread: the baseline), measured in the same run. (`faer`'s safe `matmul` was measured beside them once, at
+//! commit 56a76cb, and left out since: it is not a dependency; figures in ARCHITECTURE.md.) The backward forms read a
 //! transposed operand in place: `x.T @ dy` (dW) and `dy @ w.T` (dX).
 //!
 //! `threshold/*` times the small products of the 64-128-10 MLP (batch 128) on the calling thread and split
@@ -52,21 +53,6 @@ fn pool(threads: usize) -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap()
 }
 
-fn faer_matmul(a: &Case, out: &mut [f32], threads: usize) {
-    use faer::{linalg::matmul::matmul, Accum, MatMut, MatRef, Par};
-    let (m, n) = (a.views().0.nrows(), a.views().1.ncols());
-    let view = |x: &Array2<f32>, t: bool| {
-        let r = MatRef::from_row_major_slice(x.as_slice().unwrap(), x.nrows(), x.ncols());
-        if t {
-            r.transpose()
-        } else {
-            r
-        }
-    };
-    let dst = MatMut::from_row_major_slice_mut(out, m, n);
-    matmul(dst, Accum::Replace, view(&a.a, a.a_t), view(&a.b, a.b_t), 1.0f32, Par::rayon(threads));
-}
-
 fn products(c: &mut Criterion) {
     for case in cases() {
         let (a, b) = case.views();
@@ -81,9 +67,6 @@ fn products(c: &mut Criterion) {
             });
             g.bench_function(BenchmarkId::new("gemm", threads), |bench| {
                 p.install(|| bench.iter(|| gemm(black_box(a), b, &mut out)))
-            });
-            g.bench_function(BenchmarkId::new("faer", threads), |bench| {
-                p.install(|| bench.iter(|| faer_matmul(black_box(&case), &mut out, threads)))
             });
         }
         g.finish();

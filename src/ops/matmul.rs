@@ -49,7 +49,7 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     };
     let (a, b) = (a.cast(dtype), b.cast(dtype));
     if a.ndim() <= 2 && b.ndim() <= 2 {
-        // Matrices and vectors go to `dot` as strided views: no copy, even of a transposed operand.
+        // Matrices and vectors go to the GEMM kernel as strided views: no copy, even of a transposed operand.
         match dtype {
             DType::Float32 => return matmul_2d::<f32>(&a, &b),
             DType::Float64 => return matmul_2d::<f64>(&a, &b),
