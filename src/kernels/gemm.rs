@@ -19,8 +19,8 @@ use ndarray::{ArrayView2, ArrayView3, Axis, CowArray, Ix2};
 
 /// Multiply-adds (`m * n * k`) below which a product runs on the calling thread.
 ///
-/// Measured with `cargo bench --bench matmul -- threshold` on the 2-core reference machine: see
-/// ARCHITECTURE.md ("Matrix products").
+/// Provisional (not yet measured): `cargo bench --bench matmul -- threshold` times the 64-128-10 MLP's
+/// products on one thread and on two, to place it.
 pub const THRESHOLD: usize = 1 << 21;
 
 mod sealed {
