@@ -16,10 +16,12 @@
 //! | [`zip_mut`](mod@zip_mut) | `zip_mut` over tuples of slices: the fused in-place updates of the optimizers |
 //! | [`reduce`] | `sum_by`, `min_max_by`, `argmax_by`, `fold_chunks`, `map_rows` |
 //! | [`buffer`] | output buffers of large results: recycled through a bounded pool, staggered start offsets |
+//! | [`gemm`](mod@gemm) | `gemm`, `gemm_batched`: f32/f64 matrix products over rayon (the one audited foreign call), deterministic |
 //! | [`par`] | `map_tasks`: coarse jobs (one per replica) in parallel, results in order |
 
 pub mod binary;
 pub mod buffer;
+pub mod gemm;
 pub mod par;
 pub mod reduce;
 pub mod unary;

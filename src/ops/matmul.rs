@@ -1,7 +1,7 @@
 //! [`matmul`]: matrix products of 1-D, 2-D and batched tensors, with numpy's shape rules.
 
 use half::{bf16, f16};
-use ndarray::{Array2, ArrayD, ArrayView2, Axis, Ix3, IxDyn};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis, Ix2, Ix3, IxDyn};
 
 use super::num::Num;
 use crate::dtype::{result_type, DType};
@@ -15,8 +15,9 @@ use crate::tensor::{with_dtype, Element, Tensor};
 /// broadcast.
 ///
 /// The result dtype is the operands' promoted dtype, except int8 times int8 which gives int32 (Keras).
-/// float32 and float64 use `ndarray`'s `dot` (matrixmultiply, deterministic); float16 and bfloat16 compute in
-/// float32 and round once; integers wrap; bool is or-of-ands. Stacks run in parallel over the batch.
+/// float32 and float64 run on [`kernels::gemm`] (the `gemm` crate over every rayon thread, bit-identical at
+/// any thread count and for any operand layout); float16 and bfloat16 compute in float32 and round once;
+/// integers wrap; bool is or-of-ands. Small stacks run in parallel over the batch.
 ///
 /// # Errors
 /// [`Error::InvalidShape`] for a 0-d operand or inner dimensions that differ; [`Error::Broadcast`] when the
@@ -51,7 +52,7 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     };
     let (a, b) = (a.cast(dtype), b.cast(dtype));
     if a.ndim() <= 2 && b.ndim() <= 2 {
-        // Matrices and vectors go to `dot` as strided views: no copy, even of a transposed operand.
+        // Matrices and vectors go to the GEMM kernel as strided views: no copy, even of a transposed operand.
         match dtype {
             DType::Float32 => return matmul_2d::<f32>(&a, &b),
             DType::Float64 => return matmul_2d::<f64>(&a, &b),
@@ -77,26 +78,19 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         });
     }
     let batch = kernels::broadcast_shapes(OP, &ad[..ad.len() - 2], &bd[..bd.len() - 2])?;
-    let n_batch: usize = batch.iter().product();
     let mut out_dims = batch.clone();
     out_dims.extend([m, n]);
     with_dtype!(dtype, T => {
         let a3 = stack::<T>(&a, &ad, &batch, m, k);
         let b3 = stack::<T>(&b, &bd, &batch, k, n);
-        let products = kernels::map_indices(n_batch, n_batch * m * n * k.max(1), |i| {
-            T::matmul2(a3.index_axis(Axis(0), i), b3.index_axis(Axis(0), i))
-        });
-        let mut data = Vec::with_capacity(n_batch * m * n);
-        for p in products {
-            data.extend(p.iter().copied());
-        }
+        let products = T::batched(a3.view(), b3.view());
         if a_vec {
             out_dims.remove(out_dims.len() - 2);
         }
         if b_vec {
             out_dims.pop();
         }
-        Ok(Tensor::from(ArrayD::from_shape_vec(IxDyn(&out_dims), data).expect("one value per output position")))
+        Ok(Tensor::from(products.into_shape_with_order(IxDyn(&out_dims)).expect("one value per output position")))
     })
 }
 
@@ -111,7 +105,7 @@ impl Tensor {
 }
 
 /// The product of two operands of at most two dimensions, from views of their buffers in any layout.
-fn matmul_2d<T: MatMul>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+fn matmul_2d<T: MatMul + kernels::gemm::Float>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (av, bv) = (a.array::<T>()?.view(), b.array::<T>()?.view());
     let (a2, b2) = (as_2d(av, false), as_2d(bv, true));
     if a2.dim().1 != b2.dim().0 {
@@ -121,7 +115,10 @@ fn matmul_2d<T: MatMul>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             reason: format!("inner dimensions differ: {} @ {}", a.shape(), b.shape()),
         });
     }
-    let mut out = T::matmul2(a2, b2).into_dyn();
+    let (m, n) = (a2.nrows(), b2.ncols());
+    let mut buf = kernels::buffer::alloc::<T>(m * n);
+    kernels::gemm::gemm(a2, b2, buf.as_mut_slice());
+    let mut out = buf.into_array(Ix2(m, n)).into_dyn();
     if b.ndim() == 1 {
         out = out.remove_axis(Axis(1));
     }
@@ -153,56 +150,78 @@ fn stack<T: Element>(t: &Tensor, dims: &[usize], batch: &[usize], rows: usize, c
         .expect("three axes")
 }
 
-/// A 2-D product per element type.
+/// The products of a stack per element type: `(batch, m, k) @ (batch, k, n)` as `(batch, m, n)`.
 trait MatMul: Element {
-    fn matmul2(a: ArrayView2<'_, Self>, b: ArrayView2<'_, Self>) -> Array2<Self>;
+    fn batched(a: ArrayView3<'_, Self>, b: ArrayView3<'_, Self>) -> Array3<Self>;
+}
+
+/// float32 and float64: [`kernels::gemm::gemm_batched`] into a pooled buffer.
+fn gemm_stack<T: kernels::gemm::Float>(a: ArrayView3<'_, T>, b: ArrayView3<'_, T>) -> Array3<T> {
+    let (batch, m, n) = (a.dim().0, a.dim().1, b.dim().2);
+    let mut buf = kernels::buffer::alloc::<T>(batch * m * n);
+    kernels::gemm::gemm_batched(a, b, buf.as_mut_slice());
+    buf.into_array(Ix3(batch, m, n))
 }
 
 impl MatMul for f32 {
-    fn matmul2(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Array2<f32> {
-        a.dot(&b)
+    fn batched(a: ArrayView3<'_, f32>, b: ArrayView3<'_, f32>) -> Array3<f32> {
+        gemm_stack(a, b)
     }
 }
 
 impl MatMul for f64 {
-    fn matmul2(a: ArrayView2<'_, f64>, b: ArrayView2<'_, f64>) -> Array2<f64> {
-        a.dot(&b)
+    fn batched(a: ArrayView3<'_, f64>, b: ArrayView3<'_, f64>) -> Array3<f64> {
+        gemm_stack(a, b)
     }
 }
 
 impl MatMul for f16 {
-    fn matmul2(a: ArrayView2<'_, f16>, b: ArrayView2<'_, f16>) -> Array2<f16> {
-        a.mapv(f16::to_f32).dot(&b.mapv(f16::to_f32)).mapv(f16::from_f32)
+    fn batched(a: ArrayView3<'_, f16>, b: ArrayView3<'_, f16>) -> Array3<f16> {
+        gemm_stack(a.mapv(f16::to_f32).view(), b.mapv(f16::to_f32).view()).mapv(f16::from_f32)
     }
 }
 
 impl MatMul for bf16 {
-    fn matmul2(a: ArrayView2<'_, bf16>, b: ArrayView2<'_, bf16>) -> Array2<bf16> {
-        a.mapv(bf16::to_f32).dot(&b.mapv(bf16::to_f32)).mapv(bf16::from_f32)
+    fn batched(a: ArrayView3<'_, bf16>, b: ArrayView3<'_, bf16>) -> Array3<bf16> {
+        gemm_stack(a.mapv(bf16::to_f32).view(), b.mapv(bf16::to_f32).view()).mapv(bf16::from_f32)
     }
 }
 
 macro_rules! matmul_num {
     ($($t:ty),*) => {$(
         impl MatMul for $t {
-            fn matmul2(a: ArrayView2<'_, $t>, b: ArrayView2<'_, $t>) -> Array2<$t> {
-                let (m, k) = a.dim();
-                let n = b.dim().1;
-                let mut out = Array2::<$t>::default((m, n));
-                for i in 0..m {
-                    for p in 0..k {
-                        let x = a[[i, p]];
-                        for j in 0..n {
-                            out[[i, j]] = Num::add(out[[i, j]], Num::mul(x, b[[p, j]]));
-                        }
-                    }
+            fn batched(a: ArrayView3<'_, $t>, b: ArrayView3<'_, $t>) -> Array3<$t> {
+                let (batch, m, k) = a.dim();
+                let n = b.dim().2;
+                let products = kernels::map_indices(batch, batch * m * n * k.max(1), |i| {
+                    matmul_loop(a.index_axis(Axis(0), i), b.index_axis(Axis(0), i))
+                });
+                let mut data = Vec::with_capacity(batch * m * n);
+                for p in products {
+                    data.extend(p.iter().copied());
                 }
-                out
+                Array3::from_shape_vec((batch, m, n), data).expect("one value per output position")
             }
         }
     )*};
 }
 matmul_num!(bool, i8, i16, i32, i64, u8, u16, u32, u64);
+
+/// The integer and bool product: wrapping multiply-adds (or-of-ands) in a plain loop.
+fn matmul_loop<T: Num>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Array2<T> {
+    let (m, k) = a.dim();
+    let n = b.dim().1;
+    let mut out = Array2::<T>::default((m, n));
+    for i in 0..m {
+        for p in 0..k {
+            let x = a[[i, p]];
+            for j in 0..n {
+                out[[i, j]] = Num::add(out[[i, j]], Num::mul(x, b[[p, j]]));
+            }
+        }
+    }
+    out
+}
 
 #[cfg(test)]
 mod tests {

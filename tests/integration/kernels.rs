@@ -84,3 +84,54 @@ fn large_sum_is_the_same_tree_on_every_pool() {
         .collect();
     assert!(sums.iter().all(|&s| s == sums[0]), "{sums:?}");
 }
+
+/// A `(rows, cols)` float32 tensor of `data`.
+fn matrix(rows: usize, cols: usize, seed: u64) -> Tensor {
+    Tensor::from_shape_vec([rows, cols], data(rows * cols, seed)).unwrap()
+}
+
+/// The MLP's products (784-1024-1024-10 at batch 256, forward and the backward's transposed forms), odd sizes
+/// with transposed operands, float64 and float16, and stacks (large members one after another, small ones side
+/// by side), all computed on one pool.
+fn products() -> Vec<Tensor> {
+    let (x, w1, w2, w3) = (matrix(256, 784, 1), matrix(784, 1024, 2), matrix(1024, 1024, 3), matrix(1024, 10, 4));
+    let dy = matrix(256, 1024, 5);
+    let (a, b) = (matrix(257, 513, 6), matrix(513, 131, 7));
+    let mm = |p: &Tensor, q: &Tensor| p.matmul(q).unwrap();
+    let stack =
+        |n: usize, r: usize, c: usize, seed: u64| Tensor::from_shape_vec([n, r, c], data(n * r * c, seed)).unwrap();
+    vec![
+        mm(&x, &w1),
+        mm(&dy, &w2),
+        mm(&dy, &w3),
+        mm(&x.transpose(), &dy),  // dW1 = x.T @ dy
+        mm(&dy, &w2.transpose()), // dX = dy @ w2.T
+        mm(&dy.cast(DType::Float64), &w2.transpose().cast(DType::Float64)),
+        mm(&a, &b),
+        mm(&b.transpose(), &a.transpose()),
+        mm(&a.cast(DType::Float16), &b.cast(DType::Float16)),
+        mm(&stack(3, 257, 65, 8), &stack(3, 65, 129, 9)),
+        mm(&stack(64, 33, 65, 10), &stack(64, 65, 31, 11)),
+        mm(&a.index(&[purestate::tensor::Idx::I(0)]).unwrap(), &b),
+    ]
+}
+
+#[test]
+fn matmul_is_bit_identical_on_every_pool() {
+    let results: Vec<Vec<Tensor>> =
+        [1, 2, 7].iter().map(|&n| ThreadPoolBuilder::new().num_threads(n).build().unwrap().install(products)).collect();
+    for threads in [1, 2] {
+        for (i, (a, b)) in results[0].iter().zip(&results[threads]).enumerate() {
+            assert!(a.bit_eq(b), "product {i} differs between 1 and {} threads", [1, 2, 7][threads]);
+        }
+    }
+    // A transposed operand read in place gives the bits of its contiguous copy.
+    let (x, dy) = (matrix(256, 784, 1), matrix(256, 1024, 5));
+    let copied = x.transpose().to_standard_layout().matmul(&dy).unwrap();
+    assert!(results[0][3].bit_eq(&copied), "x.T @ dy differs from its contiguous copy's product");
+    // And the values are the product: one entry against a float64 sum.
+    let (xs, ds) = (x.to_f64_vec(), dy.to_f64_vec());
+    let want: f64 = (0..256).map(|r| xs[r * 784 + 5] * ds[r * 1024 + 7]).sum();
+    let got = results[0][3].to_f64_vec()[5 * 1024 + 7];
+    assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{got} vs {want}");
+}

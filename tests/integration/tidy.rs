@@ -288,3 +288,18 @@ fn no_two_files_of_a_module_import_each_other() {
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
+
+// The crate denies `unsafe_code`; the one exception is the audited call into the `gemm` crate.
+#[test]
+fn only_the_gemm_kernel_contains_unsafe() {
+    for (path, text) in sources() {
+        if path == "kernels/gemm.rs" {
+            assert_eq!(text.matches("unsafe {").count(), 1, "src/{path}: exactly one unsafe block");
+            assert!(text.contains("// SAFETY:"), "src/{path}: the unsafe block has no SAFETY argument");
+            continue;
+        }
+        assert!(!text.contains("unsafe"), "src/{path} contains `unsafe`");
+    }
+    let manifest = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("unsafe_code = \"deny\""), "Cargo.toml no longer denies unsafe_code");
+}
