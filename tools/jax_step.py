@@ -9,12 +9,17 @@ is the fixed one of benches/grad.rs: pixel `((i * 7 + i // n_in) % 17) / 16` for
 `(i * 3) % classes`.
 
 Threads are pinned in a separate process per count: `taskset -c 0` (1 thread) or `taskset -c 0,1` (2 threads)
-and `XLA_FLAGS=--xla_cpu_multi_thread_eigen=false|true`. XLA sizes its CPU thread pools from the CPUs the
-process may run on (sched_getaffinity), so taskset is what bounds the parallelism; the XLA flag only turns
-Eigen's multithreaded kernels off for the 1-thread run. jaxlib 0.10.2 aborts on
-`--intra_op_parallelism_threads` ("Unknown flag in XLA_FLAGS"): that option belongs to TensorFlow's session
-config, not to XLA, so it is not passed. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are removed from the child's
-environment (they are set on some machines here for old OpenBLAS builds, and XLA does not need them).
+and `XLA_FLAGS=--xla_cpu_multi_thread_eigen=false|true`. What jaxlib 0.10.2 honours, as checked here:
+- XLA sizes its CPU thread pools from the CPUs the process may run on (sched_getaffinity): the process has 15
+  OS threads under `taskset -c 0` and 21 under `taskset -c 0,1`. taskset is what bounds the parallelism.
+- `--xla_cpu_multi_thread_eigen` is a known flag and acts: under `taskset -c 0,1`, `=false` made the
+  784-1024-1024-10 step slower than `=true` (93 vs 72 ms, one run on the loaded machine).
+- `--intra_op_parallelism_threads=N` aborts the process ("Unknown flag in XLA_FLAGS"): that option belongs to
+  TensorFlow's session config, not to XLA. Without the dashes, after another flag, it is silently ignored. It is not passed.
+OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are removed from the child's environment (they are set on some
+machines here for old OpenBLAS builds). Each report also gives the process's CPU seconds per wall-clock second
+over the timed steps: above 1 only if XLA really ran two threads at once (on a loaded machine it can be far
+below 1 even then).
 
 Each measurement: `--warmup` untimed steps (compilation included), then `--runs` steps each timed alone with
 `time.perf_counter` around the call and `block_until_ready`; the median is reported.
@@ -49,7 +54,8 @@ def child_env(threads):
 
 
 def measure(sizes, batch, warmup, runs):
-    """Median seconds of one jitted step of the MLP `sizes` on the fixed batch of `batch` rows."""
+    """Median seconds of one jitted step of the MLP `sizes` on the fixed batch of `batch` rows, and the
+    process's CPU time per wall-clock second over the timed steps (above 1 only if XLA ran threads in parallel)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -90,14 +96,16 @@ def measure(sizes, batch, warmup, runs):
         params, opt_state, loss = step(params, opt_state, x, labels)
     jax.block_until_ready((params, opt_state, loss))
     times = []
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     for _ in range(runs):
         t0 = time.perf_counter()
         params, opt_state, loss = step(params, opt_state, x, labels)
         jax.block_until_ready((params, opt_state, loss))
         times.append(time.perf_counter() - t0)
+    cpu_per_wall = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
     if not np.isfinite(float(loss)):
         raise SystemExit(f"jax_step: non-finite loss for {sizes}")
-    return statistics.median(times)
+    return statistics.median(times), cpu_per_wall
 
 
 def run_child(args):
@@ -112,8 +120,9 @@ def run_child(args):
         "results": [],
     }
     for sizes, batch in MLPS:
-        median = measure(sizes, batch, args.warmup, args.runs)
-        out["results"].append({"mlp": "-".join(map(str, sizes)), "batch": batch, "median_s": median})
+        median, cpu_per_wall = measure(sizes, batch, args.warmup, args.runs)
+        out["results"].append(
+            {"mlp": "-".join(map(str, sizes)), "batch": batch, "median_s": median, "cpu_per_wall": cpu_per_wall})
     out["os_threads"] = len(os.listdir("/proc/self/task"))
     print(json.dumps(out))
 
@@ -149,11 +158,12 @@ def main():
         print(json.dumps(reports))
         return
     print(f"jax {reports[0]['jax']}")
-    print("| MLP, batch | threads | JAX jit median |")
-    print("| --- | --- | --- |")
+    print("| MLP, batch | threads | JAX jit median | CPU s per wall s |")
+    print("| --- | --- | --- | --- |")
     for report in reports:
         for r in report["results"]:
-            print(f"| {r['mlp']}, {r['batch']} | {report['threads']} | {r['median_s'] * 1e3:.3f} ms |")
+            print(f"| {r['mlp']}, {r['batch']} | {report['threads']} | {r['median_s'] * 1e3:.3f} ms "
+                  f"| {r['cpu_per_wall']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -58,7 +58,10 @@ def criterion_medians(since):
 def run_round(runs):
     """One round: purestate's benchmarks, then JAX's. Returns ({bench id: s}, [jax reports])."""
     start = time.time()
-    subprocess.run(BENCH, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    bench = subprocess.run(BENCH, cwd=ROOT, capture_output=True, text=True)
+    if bench.returncode != 0:
+        sys.stderr.write(bench.stderr)
+        raise SystemExit(f"peer_step: cargo bench failed ({bench.returncode})")
     ours = criterion_medians(start)
     if not ours:
         raise SystemExit("peer_step: criterion wrote no step/ estimates")
@@ -89,6 +92,7 @@ def main():
             for r in report["results"]:
                 row = rows.setdefault((r["mlp"], r["batch"], threads), {})
                 row.setdefault("jax", []).append(r["median_s"])
+                row.setdefault("jax_cpu", []).append(r["cpu_per_wall"])
                 for variant, _ in VARIANTS:
                     ours_s = ours.get(f"step/{r['mlp']}/{variant}/{threads}t")
                     if ours_s is None:
@@ -111,9 +115,10 @@ def main():
         cells += [fmt(med(row[committed])), f"{med(row[committed + '/ratio']):.2f}x"]
         print("| " + " | ".join(cells) + " |")
     print()
-    print("per round (purestate tape / JAX, ms):")
+    print("per round: purestate tape / JAX in ms (JAX's CPU seconds per wall-clock second)")
     for (mlp, batch, threads), row in sorted(rows.items()):
-        pairs = ", ".join(f"{a * 1e3:.3f}/{b * 1e3:.3f}" for a, b in zip(row[VARIANTS[0][0]], row["jax"]))
+        pairs = ", ".join(f"{a * 1e3:.3f}/{b * 1e3:.3f} ({c:.2f})"
+                          for a, b, c in zip(row[VARIANTS[0][0]], row["jax"], row["jax_cpu"]))
         print(f"  {mlp} {threads}t: {pairs}")
 
 
