@@ -15,7 +15,8 @@ and `XLA_FLAGS=--xla_cpu_multi_thread_eigen=false|true`. What jaxlib 0.10.2 hono
 - `--xla_cpu_multi_thread_eigen` is a known flag and acts: under `taskset -c 0,1`, `=false` made the
   784-1024-1024-10 step slower than `=true` (93 vs 72 ms, one run on the loaded machine).
 - `--intra_op_parallelism_threads=N` aborts the process ("Unknown flag in XLA_FLAGS"): that option belongs to
-  TensorFlow's session config, not to XLA. Without the dashes, after another flag, it is silently ignored. It is not passed.
+  TensorFlow's session config, not to XLA. Without the dashes, after another flag, it is silently ignored.
+  It is not passed.
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are removed from the child's environment (they are set on some
 machines here for old OpenBLAS builds). Each report also gives the process's CPU seconds per wall-clock second
 over the timed steps: above 1 only if XLA really ran two threads at once (on a loaded machine it can be far
