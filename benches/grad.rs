@@ -2,14 +2,23 @@
 //! step with hand-written gradients, measured in the same run: the 64-128-10 MLP on a batch of 128 and the
 //! 784-1024-1024-10 MLP on a batch of 256, relu hidden layers, softmax cross-entropy from logits.
 //!
-//! Both steps run the same forward ops and the same `Adam::apply` on a state they own, so buffers are updated
-//! in place after the first iteration; the ratio `tape / hand_written` is the tape's overhead (goal: <= 1.15
-//! at the wide size). Inputs are a fixed digits-like batch (pixel values 0..16 scaled by 1/16, labels 0..9):
-//! the arithmetic, not the data, sets the time.
+//! Each step runs at 1 and at 2 rayon threads (its own `ThreadPool`, the iteration inside `pool.install`); the
+//! benchmark ids say the threads: `step/<mlp>/<variant>/<n>t`. The variants:
+//! - `tape`: the taped step and `Adam::apply` on a state the bench owns, so buffers are updated in place after
+//!   the first iteration. This is the step tools/peer_step.py compares with JAX's jitted step.
+//! - `tape_committed`: the same step as users run it: the state comes from a `Trainer` with
+//!   `Retention::keep_last(2)` whose head still holds every buffer, and each new state is committed.
+//! - `hand_written`: the same forward ops and `Adam::apply` on an owned state, with hand-written gradients;
+//!   `tape / hand_written` is the tape's overhead (goal: <= 1.15 at the wide size).
 //!
-//! Run: `cargo bench --bench grad -- --warm-up-time 1 --measurement-time 5`.
+//! Inputs are a fixed digits-like batch (pixel values 0..16 scaled by 1/16, labels 0..9): the arithmetic, not
+//! the data, sets the time.
 //!
-//! Measured on the shared 2-core reference machine (median of criterion's estimate):
+//! Run: `cargo bench --bench grad -- --warm-up-time 1 --measurement-time 5`; beside JAX:
+//! `python3 tools/peer_step.py`.
+//!
+//! Measured on the shared 2-core reference machine before the thread split (rayon's global pool, 2 threads;
+//! median of criterion's estimate):
 //!
 //! | step | tape | hand-written | ratio |
 //! | --- | --- | --- | --- |
@@ -21,11 +30,12 @@
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
 use purestate::grad::{self, Grads};
 use purestate::ops::where_;
 use purestate::optim::{Adam, Optimizer};
-use purestate::{init, losses, DType, Result, Scope, StateStore, Tensor, Variable, VariableSpec};
+use purestate::{init, losses, DType, Result, Retention, Scope, StateStore, Tensor, Trainer, Variable, VariableSpec};
+use rayon::{ThreadPool, ThreadPoolBuilder};
 
 struct Mlp {
     layers: Vec<(Variable, Variable)>,
@@ -98,26 +108,52 @@ fn hand_written_step(state: StateStore, m: &Mlp) -> Result<StateStore> {
     m.opt.apply(state, &Grads::from_pairs(pairs)?)
 }
 
+/// The rayon thread counts every step is measured at (the 2-core reference machine).
+const THREADS: [usize; 2] = [1, 2];
+
 fn bench(c: &mut Criterion) {
+    let pools: Vec<(usize, ThreadPool)> =
+        THREADS.iter().map(|&n| (n, ThreadPoolBuilder::new().num_threads(n).build().unwrap())).collect();
     for (sizes, batch) in [(vec![64, 128, 10], 128), (vec![784, 1024, 1024, 10], 256)] {
         let name = sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("-");
-        let mut g = c.benchmark_group(format!("step/{name}/batch{batch}"));
+        let mut g = c.benchmark_group(format!("step/{name}"));
         let (state, m) = build(&sizes, batch);
-        g.sample_size(if batch > 128 { 20 } else { 100 });
-        let mut owned = Some(state.clone());
-        g.bench_function("tape", |b| {
-            b.iter(|| {
-                let s = owned.take().unwrap();
-                owned = Some(black_box(taped_step(s, &m).unwrap()));
-            })
-        });
-        let mut owned = Some(state.clone());
-        g.bench_function("hand_written", |b| {
-            b.iter(|| {
-                let s = owned.take().unwrap();
-                owned = Some(black_box(hand_written_step(s, &m).unwrap()));
-            })
-        });
+        if batch > 128 {
+            // Tens of milliseconds a step: equal-size samples keep a short measurement time meaningful.
+            g.sample_size(20).sampling_mode(SamplingMode::Flat);
+        }
+        for (n, pool) in &pools {
+            let threads = format!("{n}t");
+            let mut owned = Some(state.clone());
+            g.bench_function(BenchmarkId::new("tape", &threads), |b| {
+                pool.install(|| {
+                    b.iter(|| {
+                        let s = owned.take().unwrap();
+                        owned = Some(black_box(taped_step(s, &m).unwrap()));
+                    })
+                })
+            });
+            // As users run it: the trainer's head holds every buffer while the step runs, and each new state is
+            // committed (keep_last(2) drops the version before the previous one).
+            let mut trainer: Trainer = Trainer::new(state.clone()).with_retention(Retention::keep_last(2));
+            g.bench_function(BenchmarkId::new("tape_committed", &threads), |b| {
+                pool.install(|| {
+                    b.iter(|| {
+                        let next = taped_step(trainer.state().clone(), &m).unwrap();
+                        black_box(trainer.commit(next).unwrap())
+                    })
+                })
+            });
+            let mut owned = Some(state.clone());
+            g.bench_function(BenchmarkId::new("hand_written", &threads), |b| {
+                pool.install(|| {
+                    b.iter(|| {
+                        let s = owned.take().unwrap();
+                        owned = Some(black_box(hand_written_step(s, &m).unwrap()));
+                    })
+                })
+            });
+        }
         g.finish();
     }
 }

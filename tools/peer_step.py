@@ -1,0 +1,126 @@
+"""purestate's training step beside JAX's: `cargo bench --bench grad` and tools/jax_step.py, interleaved.
+
+Each round runs `cargo bench --bench grad -- --warm-up-time 1 --measurement-time 3 step/` (criterion's median
+estimate of every `step/<mlp>/<variant>/<n>t`, read from target/criterion/**/new/estimates.json), then
+tools/jax_step.py (each thread count in its own process under taskset). After the rounds it prints one table:
+for each MLP and thread count, the median over the rounds of purestate's tape step on an owned state, of the
+same step committed through a `Trainer` (keep_last(2)), and of JAX's jitted step, and the ratios to JAX (each
+the median over the rounds of that round's ratio, so that both sides of a ratio ran minutes apart at most).
+
+The venv (tools/.venv, ignored by git) is made on first use from tools/requirements-peer.txt. Neither tests nor
+CI need any of this.
+
+Run from the repository root: python3 tools/peer_step.py [--rounds 3] [--runs 50]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV = os.path.join(ROOT, "tools", ".venv")
+PYTHON = os.path.join(VENV, "bin", "python")
+REQUIREMENTS = os.path.join(ROOT, "tools", "requirements-peer.txt")
+BENCH = ["cargo", "bench", "--bench", "grad", "--", "--warm-up-time", "1", "--measurement-time", "3", "step/"]
+# (criterion variant, column title)
+VARIANTS = [("tape", "purestate"), ("tape_committed", "purestate committed")]
+
+
+def ensure_venv():
+    if os.path.exists(PYTHON):
+        return
+    print(f"making {VENV} from {REQUIREMENTS}", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
+    subprocess.run([PYTHON, "-m", "pip", "install", "-q", "-r", REQUIREMENTS], check=True)
+
+
+def criterion_medians(since):
+    """{full benchmark id: median seconds} of the `step/` benchmarks criterion wrote after `since`."""
+    medians = {}
+    for dirpath, _, files in os.walk(os.path.join(ROOT, "target", "criterion")):
+        if os.path.basename(dirpath) != "new" or "estimates.json" not in files or "benchmark.json" not in files:
+            continue
+        estimates = os.path.join(dirpath, "estimates.json")
+        if os.path.getmtime(estimates) < since:
+            continue
+        with open(os.path.join(dirpath, "benchmark.json")) as f:
+            full_id = json.load(f)["full_id"]
+        if full_id.startswith("step/"):
+            with open(estimates) as f:
+                medians[full_id] = json.load(f)["median"]["point_estimate"] * 1e-9
+    return medians
+
+
+def run_round(runs):
+    """One round: purestate's benchmarks, then JAX's. Returns ({bench id: s}, [jax reports])."""
+    start = time.time()
+    bench = subprocess.run(BENCH, cwd=ROOT, capture_output=True, text=True)
+    if bench.returncode != 0:
+        sys.stderr.write(bench.stderr)
+        raise SystemExit(f"peer_step: cargo bench failed ({bench.returncode})")
+    ours = criterion_medians(start)
+    if not ours:
+        raise SystemExit("peer_step: criterion wrote no step/ estimates")
+    done = subprocess.run([PYTHON, os.path.join(ROOT, "tools", "jax_step.py"), "--json", "--runs", str(runs)],
+                          cwd=ROOT, check=True, capture_output=True, text=True)
+    return ours, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def fmt(seconds):
+    return f"{seconds * 1e3:.1f} ms" if seconds >= 1e-2 else f"{seconds * 1e3:.3f} ms"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=50, help="timed JAX steps per MLP and thread count")
+    args = parser.parse_args()
+    ensure_venv()
+
+    rows = {}  # (mlp, batch, threads) -> {"jax": [...], variant: [...], variant + "/ratio": [...]}
+    jax_version = None
+    for k in range(args.rounds):
+        print(f"round {k + 1}/{args.rounds}", file=sys.stderr)
+        ours, reports = run_round(args.runs)
+        for report in reports:
+            jax_version = report["jax"]
+            threads = report["threads"]
+            for r in report["results"]:
+                row = rows.setdefault((r["mlp"], r["batch"], threads), {})
+                row.setdefault("jax", []).append(r["median_s"])
+                row.setdefault("jax_cpu", []).append(r["cpu_per_wall"])
+                for variant, _ in VARIANTS:
+                    ours_s = ours.get(f"step/{r['mlp']}/{variant}/{threads}t")
+                    if ours_s is None:
+                        continue
+                    row.setdefault(variant, []).append(ours_s)
+                    row.setdefault(variant + "/ratio", []).append(ours_s / r["median_s"])
+
+    print(f"purestate `{' '.join(BENCH)}` vs JAX {jax_version} jit (tools/jax_step.py --runs {args.runs}); "
+          f"medians of {args.rounds} interleaved rounds")
+    print()
+    head = ["MLP, batch", "threads"] + [t for _, t in VARIANTS[:1]] + ["JAX jit", "purestate / JAX"]
+    head += [VARIANTS[1][1], "committed / JAX"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + " --- |" * len(head))
+    med = statistics.median
+    for (mlp, batch, threads), row in sorted(rows.items(), key=lambda kv: (-len(kv[0][0]), kv[0][2])):
+        cells = [f"{mlp}, {batch}", str(threads)]
+        tape, committed = VARIANTS[0][0], VARIANTS[1][0]
+        cells += [fmt(med(row[tape])), fmt(med(row["jax"])), f"{med(row[tape + '/ratio']):.2f}x"]
+        cells += [fmt(med(row[committed])), f"{med(row[committed + '/ratio']):.2f}x"]
+        print("| " + " | ".join(cells) + " |")
+    print()
+    print("per round: purestate tape / JAX in ms (JAX's CPU seconds per wall-clock second)")
+    for (mlp, batch, threads), row in sorted(rows.items()):
+        pairs = ", ".join(f"{a * 1e3:.3f}/{b * 1e3:.3f} ({c:.2f})"
+                          for a, b, c in zip(row[VARIANTS[0][0]], row["jax"], row["jax_cpu"]))
+        print(f"  {mlp} {threads}t: {pairs}")
+
+
+if __name__ == "__main__":
+    main()
