@@ -174,3 +174,44 @@ impl StateStore {
         Fingerprint(hasher.digest128())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The digest as the format defines it, written out: header, then the XXH3-128 of each 64 KiB chunk.
+    fn by_definition(path: &str, value: &Tensor) -> u128 {
+        let mut bytes = Vec::new();
+        value.write_le_bytes(&mut bytes);
+        let chunks: Vec<u128> = bytes.chunks(DIGEST_CHUNK_BYTES).map(xxh3_128).collect();
+        digest_from_chunks(path, value, &chunks)
+    }
+
+    #[test]
+    fn chunked_digest_follows_the_definition_at_every_size() {
+        let per_chunk = chunk_elements::<f32>();
+        for n in [0, 1, per_chunk - 1, per_chunk, per_chunk + 1, 3 * per_chunk + per_chunk / 2, 1 << 19] {
+            let value = Tensor::from((0..n).map(|i| i as f32 * 0.25).collect::<Vec<f32>>());
+            assert_eq!(variable_digest("w", &value), by_definition("w", &value), "n = {n}");
+        }
+    }
+
+    #[test]
+    fn a_strided_view_hashes_as_its_contiguous_copy() {
+        let n = 300;
+        let value = Tensor::from_fn([n, n], crate::dtype::DType::Float32, |i| i as f64);
+        let transposed = value.transpose();
+        let copy = transposed.to_standard_layout();
+        assert_eq!(variable_digest("w", &transposed), variable_digest("w", &copy));
+        assert_eq!(variable_digest("w", &copy), by_definition("w", &copy));
+    }
+
+    #[test]
+    fn chunk_digests_of_slices_equal_the_tensor_digest() {
+        let per_chunk = chunk_elements::<half::bf16>();
+        let data: Vec<half::bf16> = (0..2 * per_chunk + 7).map(|i| half::bf16::from_f32(i as f32)).collect();
+        let chunks: Vec<u128> = data.chunks(per_chunk).map(chunk_digest).collect();
+        let value = Tensor::from(data);
+        assert_eq!(digest_from_chunks("b", &value, &chunks), variable_digest("b", &value));
+    }
+}
