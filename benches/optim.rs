@@ -1,7 +1,12 @@
 //! Optimizer steps at 1e5 and 1e7 float32 parameters: the pure `Optimizer::apply` on an unshared state
 //! (donated, updated in place) beside a hand-written fused in-place loop doing the same arithmetic and a plain
 //! memory copy of the bytes the step touches (Adam: read p, m, v, g and write p, m, v = 28 bytes a parameter;
-//! SGD with momentum: 20), all in one group per size. The `aliased_*` case runs the hand-written Adam loop on
+//! SGD with momentum: 20), all in one group per size.
+//!
+//! At 1e7 the purestate cases run at 1 and 2 rayon threads (`/1t`, `/2t`), and beside the unshared `apply`
+//! stands the step as users run it: `trainer_keep_last_2`, where the state comes from a `Trainer` with
+//! `Retention::keep_last(2)` (so the head holds every buffer the step reads: the copy path) and each new state
+//! is committed (fingerprint and non-finite guard included). The hand-written loop runs on one thread. The `aliased_*` case runs the hand-written Adam loop on
 //! buffers placed exactly 128 MiB apart, the layout that slowed the step several-fold on this machine.
 
 use std::hint::black_box;
@@ -10,7 +15,7 @@ use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use purestate::grad::Grads;
 use purestate::optim::{Adam, Optimizer, Sgd};
-use purestate::{init, StateStore, Tensor, VariableSpec};
+use purestate::{init, Retention, StateStore, Tensor, Trainer, VariableSpec};
 
 fn setup(n: usize, opt: &mut dyn Optimizer) -> (StateStore, Grads) {
     let mut state = StateStore::new();
@@ -78,6 +83,35 @@ fn bench_apply(group: &mut BenchmarkGroup<'_, WallTime>, n: usize, mut opt: impl
     });
 }
 
+/// At 1 and 2 threads: `purestate_apply/{t}t` (unshared state, in place) and `trainer_keep_last_2/{t}t` (the
+/// state from a trainer's head, committed each step; the trainer keeps the last two versions and version 0).
+fn bench_threads(group: &mut BenchmarkGroup<'_, WallTime>, n: usize, mut opt: impl Optimizer) {
+    for threads in [1usize, 2] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let (state, grads) = setup(n, &mut opt);
+        let mut state = Some(state);
+        group.bench_function(format!("purestate_apply/{threads}t"), |b| {
+            pool.install(|| {
+                b.iter(|| {
+                    let s = state.take().unwrap();
+                    state = Some(black_box(opt.apply(s, &grads).unwrap()));
+                })
+            })
+        });
+        drop(state);
+        let (state, grads) = setup(n, &mut opt);
+        let mut trainer: Trainer = Trainer::new(state).with_retention(Retention::keep_last(2));
+        group.bench_function(format!("trainer_keep_last_2/{threads}t"), |b| {
+            pool.install(|| {
+                b.iter(|| {
+                    let next = opt.apply(trainer.state().clone(), &grads).unwrap();
+                    black_box(trainer.commit(next).unwrap());
+                })
+            })
+        });
+    }
+}
+
 fn bench_optim(c: &mut Criterion) {
     for n in [100_000usize, 10_000_000] {
         let mut group = c.benchmark_group(format!("adam/{n}"));
@@ -85,7 +119,11 @@ fn bench_optim(c: &mut Criterion) {
         if n > 1_000_000 {
             group.sample_size(20);
         }
-        bench_apply(&mut group, n, Adam::new(1e-3));
+        if n > 1_000_000 {
+            bench_threads(&mut group, n, Adam::new(1e-3));
+        } else {
+            bench_apply(&mut group, n, Adam::new(1e-3));
+        }
         let (mut p, mut m, mut v) = (vec![0.5f32; n], vec![0.0f32; n], vec![0.0f32; n]);
         let g: Vec<f32> = (0..n).map(|i| ((i % 17) as f32 - 8.0) * 1e-3).collect();
         group.bench_function("hand_written_in_place", |b| {
@@ -119,7 +157,11 @@ fn bench_optim(c: &mut Criterion) {
         if n > 1_000_000 {
             group.sample_size(20);
         }
-        bench_apply(&mut group, n, Sgd::new(1e-2).momentum(0.9));
+        if n > 1_000_000 {
+            bench_threads(&mut group, n, Sgd::new(1e-2).momentum(0.9));
+        } else {
+            bench_apply(&mut group, n, Sgd::new(1e-2).momentum(0.9));
+        }
         let (mut p, mut m) = (vec![0.5f32; n], vec![0.0f32; n]);
         group
             .bench_function("hand_written_in_place", |b| b.iter(|| sgd_loop(&mut p, &mut m, black_box(&g), 0.9, 1e-2)));

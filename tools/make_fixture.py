@@ -10,7 +10,7 @@ Rust -> Python: loads tests/data/rust_fixture.safetensors, written by purestate'
 (regenerate it with `PURESTATE_BLESS=1 cargo test rust_fixture` before running this script), with
 `safetensors.numpy.load_file`, asserts its tensors hold the values stated below, that its `purestate` metadata
 has the expected specs in creation order, and that an independent Python implementation of the fingerprint
-(XXH3-128 over path, dtype, shape and bytes) matches the one recorded. It writes what it read, the file's
+(XXH3-128 over path, dtype, shape and 64 KiB chunks of the bytes) matches the one recorded. It writes what it read, the file's
 sha256 and `"rust_file_loaded_in_python": true` into fixtures.json; the Rust test
 `rust_fixture_is_the_file_python_verified` checks that the committed file is that file and that `save` still
 writes it byte for byte.
@@ -124,10 +124,14 @@ def sha256(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+CHUNK_BYTES = 1 << 16
+
+
 def fingerprint(tensors_in_creation_order):
-    """purestate's Fingerprint, reimplemented (src/store/fingerprint.rs): each variable's digest is the
-    XXH3-128 of its length-prefixed path, dtype name, dims, byte count and little-endian row-major bytes; the
-    fingerprint is the XXH3-128 of a domain tag, the wrapping (mod 2**128) sum of the digests, and the count."""
+    """purestate's Fingerprint, reimplemented (src/store/fingerprint.rs, format 2): each variable's digest is
+    the XXH3-128 of its length-prefixed path, dtype name, dims and byte count followed by the XXH3-128 (16 bytes,
+    little-endian) of each 64 KiB chunk of its little-endian row-major bytes; the fingerprint is the XXH3-128 of
+    a domain tag, the wrapping (mod 2**128) sum of the digests, and the count."""
     u64 = lambda n: int(n).to_bytes(8, "little")  # noqa: E731
     total = 0
     for path, array in tensors_in_creation_order:
@@ -137,10 +141,12 @@ def fingerprint(tensors_in_creation_order):
         h.update(u64(len(path.encode())) + path.encode())
         h.update(u64(len(name)) + name)
         h.update(u64(array.ndim) + b"".join(u64(d) for d in array.shape))
-        h.update(u64(len(data)) + data)
+        h.update(u64(len(data)))
+        for start in range(0, len(data), CHUNK_BYTES):
+            h.update(xxhash.xxh3_128_intdigest(data[start : start + CHUNK_BYTES]).to_bytes(16, "little"))
         total = (total + h.intdigest()) % (1 << 128)
     h = xxhash.xxh3_128()
-    h.update(b"purestate-fingerprint-v1" + total.to_bytes(16, "little") + u64(len(tensors_in_creation_order)))
+    h.update(b"purestate-fingerprint-v2" + total.to_bytes(16, "little") + u64(len(tensors_in_creation_order)))
     return f"{h.intdigest():032x}"
 
 
@@ -171,7 +177,7 @@ def check_rust_fixture():
 
     with safe_open(str(path), framework="np") as f:
         header = json.loads(f.metadata()["purestate"])
-    assert header["format"] == "purestate.checkpoint" and header["format_version"] == 1, header
+    assert header["format"] == "purestate.checkpoint" and header["format_version"] == 2, header
     assert header["floatx"] == "float64" and header["seed"] == [0, 42] and header["base_version"] == 1, header
     records = header["variables"]
     assert [r["path"] for r in records] == list(RUST_EXPECTED), "creation order"

@@ -4,7 +4,7 @@
 //! ```text
 //! {
 //!   "format": "purestate.checkpoint",
-//!   "format_version": 1,
+//!   "format_version": 2,
 //!   "floatx": "float32",
 //!   "seed": [0, 0],
 //!   "base_version": 42,                        // or null: never committed
@@ -34,8 +34,10 @@ use crate::variable::{Aggregation, Synchronization, VariableSpec};
 pub(crate) const METADATA_KEY: &str = "purestate";
 /// The value of the header's `format` field.
 pub(crate) const FORMAT: &str = "purestate.checkpoint";
-/// The header version this code writes and the newest it reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The header version this code writes and the newest it reads. Version 2 records the fingerprint of chunked
+/// variable digests (`purestate-fingerprint-v2`); version 1 files, whose fingerprint hashed each value whole,
+/// still load and are verified against that older fingerprint.
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 /// The whole header.
 #[derive(Debug, Serialize, Deserialize)]

@@ -353,7 +353,7 @@ impl Contents {
         if let Some(extra) = tensors.keys().min() {
             return Err(corrupt(file, format!("tensor `{extra}` is not in the header")));
         }
-        let got = state.fingerprint();
+        let got = if header.format_version < 2 { state.fingerprint_v1() } else { state.fingerprint() };
         if got != expected {
             return Err(corrupt(
                 file,

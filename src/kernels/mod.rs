@@ -14,6 +14,7 @@
 //! | [`unary`] | `map` (new array), `map_inplace`, `map_slice` |
 //! | [`binary`] | `zip_map` with broadcasting, `zip_map_assign` (in place), `zip3_map` (`where`), `broadcast_shapes` |
 //! | [`zip_mut`](mod@zip_mut) | `zip_mut` over tuples of slices: the fused in-place updates of the optimizers |
+//! | [`chunks`] | `for_chunks`: fixed chunks of several slices, a result per chunk (update, hash and scan in one pass) |
 //! | [`reduce`] | `sum_by`, `min_max_by`, `argmax_by`, `fold_chunks`, `map_rows` |
 //! | [`buffer`] | output buffers of large results: recycled through a bounded pool, staggered start offsets |
 //! | [`gemm`](mod@gemm) | `gemm`, `gemm_batched`: f32/f64 matrix products over rayon (the one audited foreign call), deterministic |
@@ -21,6 +22,7 @@
 
 pub mod binary;
 pub mod buffer;
+pub mod chunks;
 pub mod gemm;
 pub mod par;
 pub mod reduce;
@@ -32,6 +34,7 @@ use rayon::prelude::*;
 
 mod fill;
 pub use binary::{broadcast_shapes, zip3_map, zip_map, zip_map_assign};
+pub use chunks::for_chunks;
 pub use fill::fill_indexed;
 pub use reduce::{argmax_by, fold_chunks, map_rows, min_max_by, sum_by, Acc};
 pub use unary::{fill, map, map_inplace, map_slice};
@@ -92,6 +95,11 @@ pub fn map_indices<R: Send>(n: usize, work: usize, f: impl Fn(usize) -> R + Sync
 /// `f(i, chunk_i)` for the chunks of `chunk` elements of `out`, in parallel.
 fn par_chunks_mut<C: Send>(out: &mut [C], chunk: usize, f: &(dyn Fn(usize, &mut [C]) + Sync)) {
     out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+}
+
+/// `[f(item) for item in items]`, in parallel, in order.
+fn par_map_items<L: Send, R: Send>(items: Vec<L>, f: &(dyn Fn(L) -> R + Sync)) -> Vec<R> {
+    items.into_par_iter().map(f).collect()
 }
 
 /// `f(item)` for every item, in parallel.

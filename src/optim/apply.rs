@@ -11,8 +11,9 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::grad::Grads;
 use crate::kernels;
+use crate::kernels::buffer::Buffer;
 use crate::ops::num::{Float, Real};
-use crate::store::StateStore;
+use crate::store::{fingerprint, StateStore};
 use crate::tensor::{Element, Tensor};
 use crate::variable::{Variable, VariableSpec};
 
@@ -339,7 +340,7 @@ impl Core {
     ) -> Result<()>
     where
         R: Rule,
-        T: Float,
+        T: Float + bytemuck::NoUninit,
         T::C: OptReal,
     {
         let of = |x: f64| <T::C as OptReal>::of(x);
@@ -347,44 +348,119 @@ impl Core {
         let wd = self.options.weight_decay.map(of);
         let slot_vars = &b.slots[var];
         // Move the buffers out of the store so that each is held once and updated in place when unshared.
-        let mut param = state.take_value(var)?;
-        let mut slots: Vec<Tensor> = slot_vars.iter().map(|s| state.take_value(s)).collect::<Result<_>>()?;
-        let grad = contiguous::<T>(grad)?;
-        {
-            let p = slice_mut::<T>(&mut param)?;
-            let mut slot_slices: Vec<&mut [T]> = Vec::with_capacity(slots.len());
-            for s in slots.iter_mut() {
-                slot_slices.push(slice_mut::<T>(s)?);
-            }
-            let lr = consts.lr;
-            let clipped = {
-                let (mul, div, lo, hi) = (of(gmap.mul), of(gmap.div), of(gmap.lo), of(gmap.hi));
-                move |g: T::C| {
-                    let g = g * mul / div;
-                    if g < lo {
-                        lo
-                    } else if g > hi {
-                        hi
-                    } else {
-                        g
-                    }
-                }
-            };
-            let slots = &mut slot_slices;
-            // Keras's decoupled weight decay is `p - p * wd * lr`.
-            match (gmap == GradMap::IDENTITY, wd) {
-                (true, None) => rule.update(p, slots, &grad, &consts, |g| g, |w| w)?,
-                (true, Some(wd)) => rule.update(p, slots, &grad, &consts, |g| g, move |w| w - w * wd * lr)?,
-                (false, None) => rule.update(p, slots, &grad, &consts, clipped, |w| w)?,
-                (false, Some(wd)) => rule.update(p, slots, &grad, &consts, clipped, move |w| w - w * wd * lr)?,
-            }
+        let mut values: Vec<Tensor> = Vec::with_capacity(1 + slot_vars.len());
+        values.push(state.take_value(var)?);
+        for s in slot_vars {
+            values.push(state.take_value(s)?);
         }
-        state.put_value(var, param)?;
-        for (s, value) in slot_vars.iter().zip(slots) {
-            state.put_value(s, value)?;
+        let grad = contiguous::<T>(grad)?;
+        let clipped = {
+            let (mul, div, lo, hi) = (of(gmap.mul), of(gmap.div), of(gmap.lo), of(gmap.hi));
+            move |g: T::C| {
+                let g = g * mul / div;
+                if g < lo {
+                    lo
+                } else if g > hi {
+                    hi
+                } else {
+                    g
+                }
+            }
+        };
+        let lr = consts.lr;
+        // Keras's decoupled weight decay is `p - p * wd * lr`.
+        let facts = match (gmap == GradMap::IDENTITY, wd) {
+            (true, None) => fused_update(rule, &mut values, &grad, &consts, |g| g, |w| w)?,
+            (true, Some(wd)) => fused_update(rule, &mut values, &grad, &consts, |g| g, move |w| w - w * wd * lr)?,
+            (false, None) => fused_update(rule, &mut values, &grad, &consts, clipped, |w| w)?,
+            (false, Some(wd)) => fused_update(rule, &mut values, &grad, &consts, clipped, move |w| w - w * wd * lr)?,
+        };
+        for ((target, value), (chunks, finite)) in std::iter::once(var).chain(slot_vars).zip(values).zip(facts) {
+            let digest = fingerprint::digest_from_chunks(target.path(), &value, &chunks);
+            state.put_value_with_facts(target, value, digest, finite)?;
         }
         Ok(())
     }
+}
+
+/// One variable's update as a single pass over memory: `values` are the parameter and its slots, in the order
+/// of [`Rule::slots`]. A buffer this step holds alone is updated in place; a buffer a snapshot or the trainer's
+/// history still holds is read as the source of a new buffer (from the pool when a dead one of that size
+/// exists). Chunk by chunk, while the chunk is in cache, the pass copies the shared sources, runs the rule, and
+/// hashes and scans what it wrote: it returns each value's chunk digests and whether it is all finite, so the
+/// next commit neither copies, nor hashes, nor scans these buffers again.
+fn fused_update<R, T, G, D>(
+    rule: &R,
+    values: &mut [Tensor],
+    grad: &[T],
+    consts: &UpdateConsts<T::C>,
+    gmap: G,
+    decay: D,
+) -> Result<Vec<(Vec<u128>, bool)>>
+where
+    R: Rule,
+    T: Float + bytemuck::NoUninit,
+    T::C: OptReal,
+    G: Fn(T::C) -> T::C + Sync + Send + Copy,
+    D: Fn(T::C) -> T::C + Sync + Send + Copy,
+{
+    let n = grad.len();
+    for value in values.iter_mut() {
+        if value.as_slice::<T>().is_none() {
+            *value = value.to_standard_layout();
+        }
+    }
+    // A new buffer for each value another holder shares; `None` where the step may write in place.
+    let mut fresh: Vec<Option<Buffer<T>>> =
+        values.iter().map(|v| (!v.is_unique()).then(|| kernels::buffer::alloc::<T>(n))).collect();
+    let facts = {
+        let mut outs: Vec<&mut [T]> = Vec::with_capacity(values.len());
+        let mut ins: Vec<&[T]> = vec![grad];
+        let mut source: Vec<Option<usize>> = Vec::with_capacity(values.len());
+        for (value, buf) in values.iter_mut().zip(fresh.iter_mut()) {
+            match buf {
+                Some(buf) => {
+                    let value: &Tensor = value;
+                    ins.push(value.as_slice::<T>().expect("made contiguous above"));
+                    source.push(Some(ins.len() - 1));
+                    outs.push(buf.as_mut_slice());
+                }
+                None => {
+                    outs.push(slice_mut::<T>(value)?);
+                    source.push(None);
+                }
+            }
+        }
+        let per_chunk = kernels::for_chunks(outs, ins, fingerprint::chunk_elements::<T>(), |outs, ins| {
+            for (out, src) in outs.iter_mut().zip(&source) {
+                if let Some(i) = src {
+                    out.copy_from_slice(ins[*i]);
+                }
+            }
+            let (p, slots) = outs.split_first_mut().expect("the parameter is the first lane");
+            rule.update(p, slots, ins[0], consts, gmap, decay)?;
+            Ok::<_, Error>(
+                outs.iter()
+                    .map(|o| (fingerprint::chunk_digest(o), !kernels::any(o, |x: T| !x.up().is_finite())))
+                    .collect::<Vec<_>>(),
+            )
+        })?;
+        let mut facts: Vec<(Vec<u128>, bool)> = vec![(Vec::with_capacity(per_chunk.len()), true); values.len()];
+        for chunk in per_chunk {
+            for ((digests, finite), (digest, chunk_finite)) in facts.iter_mut().zip(chunk?) {
+                digests.push(digest);
+                *finite &= chunk_finite;
+            }
+        }
+        facts
+    };
+    for (value, buf) in values.iter_mut().zip(fresh) {
+        if let Some(buf) = buf {
+            let dims = value.dims().to_vec();
+            *value = Tensor::from_ndarray(buf.into_arrayd(&dims).into_shared());
+        }
+    }
+    Ok(facts)
 }
 
 /// The sum of squares of a float tensor's elements, in its compute precision, in a fixed order.

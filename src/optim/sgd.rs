@@ -80,16 +80,23 @@ impl Rule for SgdRule {
                 let w = decay(p.up());
                 *p = T::down(w - gmap(g.up()) * lr);
             }),
-            [m] => {
+            // The nesterov choice is made once, outside the loop, so that each loop vectorizes.
+            [m] if self.nesterov => {
                 let momentum = T::C::of(self.momentum);
-                let nesterov = self.nesterov;
                 zip_mut((p, &mut **m, g), |(p, m, g)| {
                     let w = decay(p.up());
                     let g = gmap(g.up());
-                    let m_new = m.up() * momentum - g * lr;
-                    *m = T::down(m_new);
-                    let m_new = m.up();
-                    *p = if nesterov { T::down(w + (m_new * momentum - g * lr)) } else { T::down(w + m_new) };
+                    *m = T::down(m.up() * momentum - g * lr);
+                    *p = T::down(w + (m.up() * momentum - g * lr));
+                })
+            }
+            [m] => {
+                let momentum = T::C::of(self.momentum);
+                zip_mut((p, &mut **m, g), |(p, m, g)| {
+                    let w = decay(p.up());
+                    let g = gmap(g.up());
+                    *m = T::down(m.up() * momentum - g * lr);
+                    *p = T::down(w + m.up());
                 })
             }
             _ => unreachable!("SGD has at most one slot"),

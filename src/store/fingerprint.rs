@@ -2,16 +2,97 @@
 //! (path, dtype, shape, little-endian bytes) has its own XXH3-128 digest, the digests are added (wrapping,
 //! so in any order) and the sum and the count are hashed once more. It does not depend on creation order, so
 //! a commit rehashes only the variables that changed: O(changed).
+//!
+//! A variable's digest hashes its bytes in chunks of [`DIGEST_CHUNK_BYTES`] (XXH3-128 each) and then its
+//! header and the chunk digests (XXH3-128): the chunks can be hashed in parallel, and by the pass that wrote
+//! them while they are still in cache (the optimizers do), and the result does not depend on the thread count.
 
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
 use super::StateStore;
 use crate::base::Fingerprint;
-use crate::tensor::Tensor;
+use crate::tensor::{Element, Tensor};
 
-/// The digest of one variable: XXH3-128 of its length-prefixed path, dtype name, dims, byte count and
-/// little-endian bytes.
+/// Bytes of each chunk a variable's digest hashes on its own (64 KiB; part of the fingerprint format).
+pub(crate) const DIGEST_CHUNK_BYTES: usize = 1 << 16;
+
+/// The digest of one variable: XXH3-128 of its length-prefixed path, dtype name, dims, byte count, and then
+/// the XXH3-128 of each [`DIGEST_CHUNK_BYTES`] chunk of its little-endian bytes (16 bytes each, little-endian).
+/// The chunks are hashed in parallel when the value is large.
 pub(crate) fn variable_digest(path: &str, value: &Tensor) -> u128 {
+    let mut chunks = Vec::new();
+    // Bytes of a chunk that spans two runs of `for_each_le_chunk` (a contiguous value is one run).
+    let mut carry: Vec<u8> = Vec::new();
+    value.for_each_le_chunk(|mut bytes| {
+        if !carry.is_empty() {
+            let take = (DIGEST_CHUNK_BYTES - carry.len()).min(bytes.len());
+            carry.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if carry.len() == DIGEST_CHUNK_BYTES {
+                chunks.push(xxh3_128(&carry));
+                carry.clear();
+            }
+        }
+        let whole = bytes.len() / DIGEST_CHUNK_BYTES * DIGEST_CHUNK_BYTES;
+        chunks.extend(byte_chunk_digests(&bytes[..whole]));
+        carry.extend_from_slice(&bytes[whole..]);
+    });
+    if !carry.is_empty() {
+        chunks.push(xxh3_128(&carry));
+    }
+    digest_from_chunks(path, value, &chunks)
+}
+
+/// The digests of the [`DIGEST_CHUNK_BYTES`] chunks of `bytes`, in order (in parallel when large).
+fn byte_chunk_digests(bytes: &[u8]) -> Vec<u128> {
+    let n = bytes.len().div_ceil(DIGEST_CHUNK_BYTES);
+    crate::kernels::map_indices(n, bytes.len() / 4, |i| {
+        xxh3_128(&bytes[i * DIGEST_CHUNK_BYTES..((i + 1) * DIGEST_CHUNK_BYTES).min(bytes.len())])
+    })
+}
+
+/// The digest of one chunk of a variable's elements (`chunk` must start at a multiple of
+/// [`DIGEST_CHUNK_BYTES`] bytes and hold that many bytes, or be the last chunk), as [`variable_digest`] hashes it.
+pub(crate) fn chunk_digest<T: Element + bytemuck::NoUninit>(chunk: &[T]) -> u128 {
+    if cfg!(target_endian = "little") {
+        xxh3_128(bytemuck::cast_slice(chunk))
+    } else {
+        let mut bytes = Vec::with_capacity(std::mem::size_of_val(chunk));
+        for &x in chunk {
+            bytes.extend_from_slice(x.to_le_bytes().as_ref());
+        }
+        xxh3_128(&bytes)
+    }
+}
+
+/// The elements of `T` in one digest chunk.
+pub(crate) const fn chunk_elements<T>() -> usize {
+    DIGEST_CHUNK_BYTES / std::mem::size_of::<T>()
+}
+
+/// A variable's digest from the digests of its chunks (computed by [`chunk_digest`] on consecutive chunks of
+/// [`chunk_elements`]): equal to [`variable_digest`] of the same path and value.
+pub(crate) fn digest_from_chunks(path: &str, value: &Tensor, chunks: &[u128]) -> u128 {
+    let mut hasher = Xxh3::new();
+    hasher.update(&(path.len() as u64).to_le_bytes());
+    hasher.update(path.as_bytes());
+    let dtype = value.dtype().name();
+    hasher.update(&(dtype.len() as u64).to_le_bytes());
+    hasher.update(dtype.as_bytes());
+    hasher.update(&(value.ndim() as u64).to_le_bytes());
+    for &d in value.dims() {
+        hasher.update(&(d as u64).to_le_bytes());
+    }
+    hasher.update(&(value.nbytes() as u64).to_le_bytes());
+    for c in chunks {
+        hasher.update(&c.to_le_bytes());
+    }
+    hasher.digest128()
+}
+
+/// The digest of format 1 (checkpoints written before chunked digests): XXH3-128 of the same header followed
+/// by all the bytes. Only [`StateStore::fingerprint_v1`] uses it, to verify such files.
+fn variable_digest_v1(path: &str, value: &Tensor) -> u128 {
     let mut hasher = Xxh3::new();
     hasher.update(&(path.len() as u64).to_le_bytes());
     hasher.update(path.as_bytes());
@@ -51,9 +132,61 @@ impl StateStore {
     pub fn fingerprint(&self) -> Fingerprint {
         let totals = self.totals();
         let mut hasher = Xxh3::new();
-        hasher.update(b"purestate-fingerprint-v1");
+        hasher.update(b"purestate-fingerprint-v2");
         hasher.update(&totals.digest_sum.to_le_bytes());
         hasher.update(&(self.len() as u64).to_le_bytes());
         Fingerprint(hasher.digest128())
+    }
+
+    /// The fingerprint as format 1 computed it (whole-value digests, tag `purestate-fingerprint-v1`): what a
+    /// checkpoint of `format_version` 1 records. O(total bytes) on every call; nothing is cached.
+    pub(crate) fn fingerprint_v1(&self) -> Fingerprint {
+        let sum = self.entries().fold(0u128, |sum, e| sum.wrapping_add(variable_digest_v1(e.var.path(), &e.value)));
+        let mut hasher = Xxh3::new();
+        hasher.update(b"purestate-fingerprint-v1");
+        hasher.update(&sum.to_le_bytes());
+        hasher.update(&(self.len() as u64).to_le_bytes());
+        Fingerprint(hasher.digest128())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The digest as the format defines it, written out: header, then the XXH3-128 of each 64 KiB chunk.
+    fn by_definition(path: &str, value: &Tensor) -> u128 {
+        let mut bytes = Vec::new();
+        value.write_le_bytes(&mut bytes);
+        let chunks: Vec<u128> = bytes.chunks(DIGEST_CHUNK_BYTES).map(xxh3_128).collect();
+        digest_from_chunks(path, value, &chunks)
+    }
+
+    #[test]
+    fn chunked_digest_follows_the_definition_at_every_size() {
+        let per_chunk = chunk_elements::<f32>();
+        for n in [0, 1, per_chunk - 1, per_chunk, per_chunk + 1, 3 * per_chunk + per_chunk / 2, 1 << 19] {
+            let value = Tensor::from((0..n).map(|i| i as f32 * 0.25).collect::<Vec<f32>>());
+            assert_eq!(variable_digest("w", &value), by_definition("w", &value), "n = {n}");
+        }
+    }
+
+    #[test]
+    fn a_strided_view_hashes_as_its_contiguous_copy() {
+        let n = 300;
+        let value = Tensor::from_fn([n, n], crate::dtype::DType::Float32, |i| i as f64);
+        let transposed = value.transpose();
+        let copy = transposed.to_standard_layout();
+        assert_eq!(variable_digest("w", &transposed), variable_digest("w", &copy));
+        assert_eq!(variable_digest("w", &copy), by_definition("w", &copy));
+    }
+
+    #[test]
+    fn chunk_digests_of_slices_equal_the_tensor_digest() {
+        let per_chunk = chunk_elements::<half::bf16>();
+        let data: Vec<half::bf16> = (0..2 * per_chunk + 7).map(|i| half::bf16::from_f32(i as f32)).collect();
+        let chunks: Vec<u128> = data.chunks(per_chunk).map(chunk_digest).collect();
+        let value = Tensor::from(data);
+        assert_eq!(digest_from_chunks("b", &value, &chunks), variable_digest("b", &value));
     }
 }

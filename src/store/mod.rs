@@ -5,7 +5,7 @@
 //! the O(log n) tree nodes on its path and, only if another copy still shares it, the value's buffer.
 
 mod diff;
-mod fingerprint;
+pub(crate) mod fingerprint;
 mod local;
 mod partition;
 
@@ -554,6 +554,22 @@ impl StateStore {
         debug_assert_eq!(value.dims(), var.shape().dims());
         debug_assert_eq!(value.dtype(), var.dtype());
         *self.value_mut(var)? = value;
+        Ok(())
+    }
+
+    /// Puts back a value taken with [`take_value`](Self::take_value) together with its digest and finiteness,
+    /// computed by the pass that wrote it (so the next fingerprint does not read it again). `digest` must be
+    /// what [`fingerprint::variable_digest`] gives for this path and value.
+    pub(crate) fn put_value_with_facts(&mut self, var: &Variable, value: Tensor, digest: u128, finite: bool) -> Result<()> {
+        self.put_value(var, value)?;
+        let entry = self.vars.get_mut(&var.key).ok_or_else(|| stale(var))?;
+        debug_assert_eq!(digest, fingerprint::variable_digest(var.path(), &entry.value));
+        let facts = ValueFacts { digest, finite };
+        if let Some(old) = entry.cache.replace(facts) {
+            self.settled.remove(old);
+        }
+        self.settled.add(facts);
+        self.pending.remove(&var.key);
         Ok(())
     }
 

@@ -413,3 +413,22 @@ fn rust_fixture_is_the_file_python_verified() {
     }
     assert_same_store(&checkpoint::load(&path).unwrap(), &state);
 }
+
+/// A checkpoint of format 1 (written before variable digests were chunked, fingerprint tag
+/// `purestate-fingerprint-v1`) still loads, verified against the fingerprint it records, and a flipped data byte
+/// in it is still caught. `rust_fixture_v1.safetensors` is the format-1 `rust_fixture.safetensors` that
+/// `tools/make_fixture.py` verified in Python before format 2.
+#[test]
+fn format_1_checkpoints_load_and_are_verified() {
+    let path = data_dir().join("rust_fixture_v1.safetensors");
+    let loaded = checkpoint::load(&path).unwrap();
+    assert_same_store(&loaded, &rust_fixture_store());
+
+    let dir = tempfile::tempdir().unwrap();
+    let flipped = dir.path().join("flipped.safetensors");
+    let mut bytes = fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&flipped, &bytes).unwrap();
+    assert!(matches!(checkpoint::load(&flipped), Err(Error::Corrupt { .. })));
+}
