@@ -50,7 +50,7 @@ where
     }
     let n_chunks = n.div_ceil(chunk);
     let (n_outs, n_ins) = (outs.len(), ins.len());
-    let mut pieces: Vec<(Vec<&'a mut [T]>, Vec<&'a [U]>)> =
+    let mut pieces: Vec<Piece<'a, T, U>> =
         (0..n_chunks).map(|_| (Vec::with_capacity(n_outs), Vec::with_capacity(n_ins))).collect();
     for s in outs {
         for (piece, c) in pieces.iter_mut().zip(s.chunks_mut(chunk)) {
@@ -62,13 +62,16 @@ where
             piece.1.push(c);
         }
     }
-    let run = |(mut o, i): (Vec<&'a mut [T]>, Vec<&'a [U]>)| f(&mut o, &i);
+    let run = |(mut o, i): Piece<'a, T, U>| f(&mut o, &i);
     if n < THRESHOLD || n_chunks < 2 {
         Ok(pieces.into_iter().map(run).collect())
     } else {
         Ok(super::par_map_items(pieces, &run))
     }
 }
+
+/// One chunk of every written slice and of every read slice.
+type Piece<'a, T, U> = (Vec<&'a mut [T]>, Vec<&'a [U]>);
 
 #[cfg(test)]
 mod tests {
@@ -93,8 +96,8 @@ mod tests {
 
     #[test]
     fn unequal_lengths_and_zero_chunk_are_errors() {
-        let mut a = vec![0.0f32; 3];
-        let b = vec![0.0f32; 4];
+        let mut a = [0.0f32; 3];
+        let b = [0.0f32; 4];
         assert!(for_chunks(vec![&mut a[..]], vec![&b[..]], 2, |_, _| ()).is_err());
         assert!(for_chunks(vec![&mut a[..]], Vec::<&[f32]>::new(), 0, |_, _| ()).is_err());
     }

@@ -560,7 +560,13 @@ impl StateStore {
     /// Puts back a value taken with [`take_value`](Self::take_value) together with its digest and finiteness,
     /// computed by the pass that wrote it (so the next fingerprint does not read it again). `digest` must be
     /// what [`fingerprint::variable_digest`] gives for this path and value.
-    pub(crate) fn put_value_with_facts(&mut self, var: &Variable, value: Tensor, digest: u128, finite: bool) -> Result<()> {
+    pub(crate) fn put_value_with_facts(
+        &mut self,
+        var: &Variable,
+        value: Tensor,
+        digest: u128,
+        finite: bool,
+    ) -> Result<()> {
         self.put_value(var, value)?;
         let entry = self.vars.get_mut(&var.key).ok_or_else(|| stale(var))?;
         debug_assert_eq!(digest, fingerprint::variable_digest(var.path(), &entry.value));
