@@ -63,11 +63,11 @@ pub fn gemm<T: Float>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>, out: &mut [T])
     gemm_on(a, b, out, if work < THRESHOLD { 1 } else { rayon::current_num_threads() });
 }
 
-/// [`gemm`] on `threads` threads of the calling pool whatever the size (1: the calling thread only). The
+/// [`gemm()`] on `threads` threads of the calling pool whatever the size (1: the calling thread only). The
 /// result is the same for every count; `benches/matmul.rs` measures the split threshold with it.
 ///
 /// # Panics
-/// As [`gemm`].
+/// As [`gemm()`].
 #[allow(unsafe_code)]
 pub fn gemm_on<T: Float>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>, out: &mut [T], threads: usize) {
     let ((m, k), (k2, n)) = (a.dim(), b.dim());
@@ -133,7 +133,7 @@ pub fn gemm_on<T: Float>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>, out: &mut [
 /// Writes the products of a stack, `a[i] @ b[i]` for `a` of shape `(batch, m, k)` and `b` of `(batch, k, n)`, into
 /// `out` (`batch * m * n` elements, row-major). Products of at least [`THRESHOLD`] multiply-adds run one after
 /// another, each over every thread; smaller ones run side by side, one per thread. Either way each product is
-/// the one [`gemm`] computes, bit for bit.
+/// the one [`gemm()`] computes, bit for bit.
 ///
 /// # Panics
 /// When the batch or inner dimensions differ or `out` has the wrong length (bugs in the caller).
