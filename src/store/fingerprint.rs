@@ -73,11 +73,16 @@ impl StateStore {
     /// # Ok::<(), purestate::Error>(())
     /// ```
     pub fn fingerprint(&self) -> Fingerprint {
-        let totals = self.totals();
-        let mut hasher = Xxh3::new();
-        hasher.update(b"purestate-fingerprint-v1");
-        hasher.update(&totals.digest_sum.to_le_bytes());
-        hasher.update(&(self.len() as u64).to_le_bytes());
-        Fingerprint(hasher.digest128())
+        fingerprint_of_digest_sum(self.totals().digest_sum, self.len())
     }
+}
+
+/// The fingerprint of a store whose `count` variables' digests add up (wrapping) to `digest_sum`: what
+/// [`StateStore::fingerprint`] computes, for callers that hold only the digests (a run's journal).
+pub(crate) fn fingerprint_of_digest_sum(digest_sum: u128, count: usize) -> Fingerprint {
+    let mut hasher = Xxh3::new();
+    hasher.update(b"purestate-fingerprint-v1");
+    hasher.update(&digest_sum.to_le_bytes());
+    hasher.update(&(count as u64).to_le_bytes());
+    Fingerprint(hasher.digest128())
 }

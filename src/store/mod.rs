@@ -18,6 +18,7 @@ pub use diff::{StoreDiff, ValueChange};
 pub use fingerprint::Fingerprint;
 pub use partition::VariableRef;
 
+pub(crate) use fingerprint::{fingerprint_of_digest_sum, variable_digest};
 pub(crate) use lineage::{Lineage, VarKey};
 
 use crate::constraint::Constraint;
