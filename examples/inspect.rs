@@ -14,7 +14,14 @@ use purestate::{checkpoint, DType, StateStore};
 
 fn inspect_run(dir: &Path, verify: bool) -> Result<(), Box<dyn std::error::Error>> {
     let s = run::summary(dir)?;
-    println!("run {}: head v{}, {} versions ({} with records), {} rollbacks", dir.display(), s.head, s.versions, s.records, s.rollbacks);
+    println!(
+        "run {}: head v{}, {} versions ({} with records), {} rollbacks",
+        dir.display(),
+        s.head,
+        s.versions,
+        s.records,
+        s.rollbacks
+    );
     let tags: Vec<String> = s.tags.iter().map(|(n, v)| format!("{n}=v{v}")).collect();
     println!("tags: {}", if tags.is_empty() { "none".to_string() } else { tags.join(", ") });
     let stored: Vec<String> = s.stored.iter().map(|v| format!("v{v}")).collect();

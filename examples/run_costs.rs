@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 
 use purestate::optim::{Adam, Optimizer};
 use purestate::trainer::run;
-use purestate::{grad, init, losses, DType, Durability, Result, Retention, RunOptions, Scope, StateStore, Tensor, Trainer, Variable, VariableSpec};
+use purestate::{
+    grad, init, losses, DType, Durability, Result, Retention, RunOptions, Scope, StateStore, Tensor, Trainer, Variable,
+    VariableSpec,
+};
 
 fn batched(versions: u64) -> RunOptions {
     RunOptions::default().durability(Durability::Batched { versions: Some(versions), millis: None })
@@ -28,7 +31,7 @@ fn commit_overhead(dir: &Path) -> Result<()> {
         .collect::<Result<_>>()?;
     let one = Tensor::from(1.0f32);
     let steps = 5000u64;
-    let mut run_step = |trainer: &mut Trainer<u64>| -> Result<Duration> {
+    let run_step = |trainer: &mut Trainer<u64>| -> Result<Duration> {
         let start = Instant::now();
         for k in 0..steps {
             let mut next = trainer.state().clone();
@@ -98,7 +101,7 @@ fn mlp_step(state: StateStore, m: &Mlp) -> Result<StateStore> {
 fn mlp_overhead(dir: &Path) -> Result<()> {
     let (state, m) = build(&[784, 1024, 1024, 10], 256)?;
     let steps = 40u64;
-    let mut run_steps = |trainer: &mut Trainer<u64>| -> Result<Duration> {
+    let run_steps = |trainer: &mut Trainer<u64>| -> Result<Duration> {
         let start = Instant::now();
         for k in 0..steps {
             let next = mlp_step(trainer.state().clone(), &m)?;
@@ -127,7 +130,10 @@ fn fine_tune_bytes(dir: &Path) -> Result<()> {
     let mut state = StateStore::new();
     for i in 0..9 {
         state.create(
-            VariableSpec::new(init::RandomNormal::default()).shape([100_000]).name(format!("frozen{i}")).trainable(false),
+            VariableSpec::new(init::RandomNormal::default())
+                .shape([100_000])
+                .name(format!("frozen{i}"))
+                .trainable(false),
         )?;
     }
     let head = state.create(VariableSpec::new(init::Zeros).shape([100_000]).name("head"))?;

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use purestate::trainer::run::{self, RunOptions};
-use purestate::{checkpoint, init, Durability, Error, Fingerprint, Retention, StateStore, Tensor, Trainer, VariableSpec};
+use purestate::{
+    checkpoint, init, Durability, Error, Fingerprint, Retention, StateStore, Tensor, Trainer, VariableSpec,
+};
 
 /// A state with a large frozen table (stored once per run), a weight and a float64 counter.
 fn initial() -> StateStore {
@@ -76,7 +78,10 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 }
 
 fn objects(dir: &Path) -> Vec<PathBuf> {
-    snapshot(&dir.join("objects")).into_keys().filter(|p| !p.file_name().unwrap().to_str().unwrap().starts_with('.')).collect()
+    snapshot(&dir.join("objects"))
+        .into_keys()
+        .filter(|p| !p.file_name().unwrap().to_str().unwrap().starts_with('.'))
+        .collect()
 }
 
 /// A finished run of 12 versions with a tag at 5, every state stored, in `dir/run`.
@@ -113,7 +118,9 @@ fn reopen_gives_the_same_history_records_tags_and_head() {
     assert_eq!(reopened.record(10).unwrap(), Some(&100));
     assert_eq!(reopened.record(7).unwrap(), Some(&7));
     assert_eq!((0..=10).map(|v| reopened.fingerprint(v).unwrap()).collect::<Vec<_>>(), fps);
-    let strip = |h: Vec<purestate::VersionInfo>| h.into_iter().map(|v| (v.version, v.parent, v.fingerprint, v.tags)).collect::<Vec<_>>();
+    let strip = |h: Vec<purestate::VersionInfo>| {
+        h.into_iter().map(|v| (v.version, v.parent, v.fingerprint, v.tags)).collect::<Vec<_>>()
+    };
     assert_eq!(strip(reopened.history()), strip(history));
     assert_eq!(reopened.state().fingerprint(), fps[10]);
     assert_eq!(reopened.run_report().unwrap().torn_bytes, 0);
@@ -142,7 +149,8 @@ fn load_materialize_export_import_and_rebind() {
     let file = dir.path().join("v10.safetensors");
     trainer.export(10, &file).unwrap();
     assert_eq!(checkpoint::load(&file).unwrap().fingerprint(), fps[10]);
-    let imported: Trainer<u64> = Trainer::import_run(dir.path().join("imported"), &file, RunOptions::default()).unwrap();
+    let imported: Trainer<u64> =
+        Trainer::import_run(dir.path().join("imported"), &file, RunOptions::default()).unwrap();
     assert_eq!(imported.fingerprint(0).unwrap(), fps[10]);
     drop(trainer);
 
@@ -267,7 +275,10 @@ fn a_missing_object_names_file_and_variable() {
     fs::remove_file(&target).unwrap();
     let before = snapshot(&path);
     let err = trainer.load(3).unwrap_err();
-    assert!(matches!(err, Error::ObjectMissing { ref file, ref path, version: 3 } if file == &target && path == "b"), "{err}");
+    assert!(
+        matches!(err, Error::ObjectMissing { ref file, ref path, version: 3 } if file == &target && path == "b"),
+        "{err}"
+    );
     let problems = run::verify(&path).unwrap();
     assert!(problems.iter().any(|p| p.file == target && p.what.contains("`b`")), "{problems:?}");
     assert_eq!(snapshot(&path), before);
@@ -537,6 +548,19 @@ fn bump(state: &StateStore, by: u8) -> StateStore {
     next
 }
 
+/// `open_run` for writing right after the previous writer dropped. The crash test of this binary spawns
+/// children concurrently: between its fork and exec a child holds copies of every descriptor, the lock file's
+/// included, so the `flock` may outlive its owner by that window; a fresh writer then sees `RunLocked`.
+fn open_retrying(path: &Path, opts: RunOptions) -> Trainer<u32> {
+    for _ in 0..100 {
+        match Trainer::open_run(path, opts.clone()) {
+            Err(Error::RunLocked { .. }) => std::thread::sleep(Duration::from_millis(20)),
+            other => return other.unwrap(),
+        }
+    }
+    panic!("the run stayed locked")
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
@@ -568,14 +592,14 @@ proptest! {
                 Op::Flush => run.flush().unwrap(),
                 Op::Reopen => {
                     drop(run);
-                    run = Trainer::open_run(&path, opts.clone()).unwrap();
+                    run = open_retrying(&path, opts.clone());
                 }
             }
             prop_assert_eq!(run.head(), model.head());
             prop_assert_eq!(run.state().fingerprint(), model.state().fingerprint());
         }
         drop(run);
-        let run: Trainer<u32> = Trainer::open_run(&path, opts).unwrap();
+        let run: Trainer<u32> = open_retrying(&path, opts);
         let strip = |h: Vec<purestate::VersionInfo>| h.into_iter().map(|v| (v.version, v.parent, v.fingerprint, v.tags)).collect::<Vec<_>>();
         prop_assert_eq!(strip(run.history()), strip(model.history()));
         for v in 0..=model.latest() {

@@ -259,7 +259,10 @@ impl<R> Link<R> {
             return Err(Error::RunNotWritable { dir: self.dir.clone(), reason });
         }
         if let Some(reason) = &self.failed {
-            return Err(Error::RunNotWritable { dir: self.dir.clone(), reason: format!("an earlier write failed: {reason}") });
+            return Err(Error::RunNotWritable {
+                dir: self.dir.clone(),
+                reason: format!("an earlier write failed: {reason}"),
+            });
         }
         let failure = self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(e) = failure {
@@ -291,7 +294,14 @@ impl<R> Link<R> {
     }
 
     /// Buffers the commit entry of `version`.
-    fn journal_commit(&mut self, version: u64, parent: Option<u64>, fp: Fingerprint, record: Option<&R>, state: &StateStore) -> Result<()> {
+    fn journal_commit(
+        &mut self,
+        version: u64,
+        parent: Option<u64>,
+        fp: Fingerprint,
+        record: Option<&R>,
+        state: &StateStore,
+    ) -> Result<()> {
         let extra = match record {
             Some(r) => (self.encode)(r).map_err(|e| Error::InvalidArgument {
                 op: "Trainer::commit_with",
@@ -428,7 +438,12 @@ fn read_state(dir: &Path, version: u64, manifest: &Manifest, template: Option<&S
 
 /// A state from a manifest and its values: in `template`'s lineage when given (its handles work on it), else
 /// in a new one.
-fn build_state(manifest: &Manifest, values: Vec<Tensor>, template: Option<&StateStore>, file: &Path) -> Result<StateStore> {
+fn build_state(
+    manifest: &Manifest,
+    values: Vec<Tensor>,
+    template: Option<&StateStore>,
+    file: &Path,
+) -> Result<StateStore> {
     let header_like = crate::checkpoint::metadata::corrupt;
     let floatx = manifest
         .floatx
@@ -444,7 +459,11 @@ fn build_state(manifest: &Manifest, values: Vec<Tensor>, template: Option<&State
         match state.find(&record.path) {
             Ok(var) if template.is_some() => {
                 if var.dtype() != value.dtype() || var.shape().dims() != value.dims() {
-                    return Err(Error::ShapeMismatch { path: record.path.clone(), expected: var.shape().clone(), got: value.shape() });
+                    return Err(Error::ShapeMismatch {
+                        path: record.path.clone(),
+                        expected: var.shape().clone(),
+                        got: value.shape(),
+                    });
                 }
                 state.assign(&var, value)?;
                 state.set_trainable(&var, record.trainable)?;
@@ -727,7 +746,16 @@ impl<R: Serialize + DeserializeOwned> Trainer<R> {
         fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err(&dir))?;
         let mut trainer = Trainer::new(state).with_retention(options.memory_retention);
         let state0 = trainer.state().clone();
-        let mut link = start(&dir, options, lock, OpenReport::default(), &state0, HashSet::new(), BTreeMap::new(), BTreeMap::new())?;
+        let mut link = start(
+            &dir,
+            options,
+            lock,
+            OpenReport::default(),
+            &state0,
+            HashSet::new(),
+            BTreeMap::new(),
+            BTreeMap::new(),
+        )?;
         link.template = Some(state0.clone());
         trainer.run = Some(Box::new(link));
         trainer.run_commit_initial()?;
@@ -1036,7 +1064,8 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<Vec<Problem>> {
     let mut fingerprints: HashMap<u64, Fingerprint> = HashMap::new();
     let mut stored: BTreeMap<u64, Manifest> = BTreeMap::new();
     for entry in &scan.entries {
-        let at = |what: String| Problem { file: file.clone(), what: format!("entry at offset {}: {what}", entry.offset) };
+        let at =
+            |what: String| Problem { file: file.clone(), what: format!("entry at offset {}: {what}", entry.offset) };
         match &entry.meta {
             Meta::Commit { v, parent, fp, changed, removed, .. } => {
                 let mut map = match parent {
@@ -1068,7 +1097,8 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<Vec<Problem>> {
                 if let Some(map) = digests.get(v) {
                     for (record, d) in manifest.variables.iter().zip(&manifest.digests) {
                         if map.get(&record.path).map(|x| format!("{x:032x}")).as_deref() != Some(d.as_str()) {
-                            problems.push(at(format!("stored state of v{v}: `{}` differs from its commit", record.path)));
+                            problems
+                                .push(at(format!("stored state of v{v}: `{}` differs from its commit", record.path)));
                         }
                     }
                 }

@@ -70,7 +70,8 @@ pub(crate) fn write(dir: &Path, path: &str, value: &Tensor, digest: u128, budget
         let objects = dir.join("objects");
         fs::File::open(&objects).and_then(|f| f.sync_all()).map_err(|source| Error::Io { file: objects, source })?;
     }
-    let header = ObjectHeader { path: path.to_string(), dtype: value.dtype().name().to_string(), shape: value.dims().to_vec() };
+    let header =
+        ObjectHeader { path: path.to_string(), dtype: value.dtype().name().to_string(), shape: value.dims().to_vec() };
     let header = serde_json::to_vec(&header).expect("strings and numbers always serialize");
     let total = (MAGIC.len() + 4 + header.len() + value.nbytes()) as u64;
     atomic::write_atomic(&target, |w| {

@@ -37,7 +37,14 @@ pub(crate) enum Job {
     /// Store the state of `version` (journaled with the next group).
     Store { version: u64, state: StateStore },
     /// A durability point: append `entries`, store the head if it is not stored, prune, mark durable, fsync.
-    Group { entries: Vec<u8>, head: u64, head_state: StateStore, pinned: Vec<u64>, latest: u64, ack: Option<SyncSender<()>> },
+    Group {
+        entries: Vec<u8>,
+        head: u64,
+        head_state: StateStore,
+        pinned: Vec<u64>,
+        latest: u64,
+        ack: Option<SyncSender<()>>,
+    },
     /// Reply once every job sent before is done.
     Barrier(SyncSender<()>),
 }
@@ -70,7 +77,18 @@ impl Writer {
         stored: BTreeMap<u64, Vec<u128>>,
         shared: Arc<Shared>,
     ) -> Writer {
-        Writer { dir, journal, journal_len, budget, retention, objects, stored, shared, pending: Vec::new(), failed: false }
+        Writer {
+            dir,
+            journal,
+            journal_len,
+            budget,
+            retention,
+            objects,
+            stored,
+            shared,
+            pending: Vec::new(),
+            failed: false,
+        }
     }
 
     /// Runs jobs until the channel closes.
@@ -125,7 +143,14 @@ impl Writer {
         Ok(())
     }
 
-    fn group(&mut self, mut buf: Vec<u8>, head: u64, head_state: &StateStore, pinned: &[u64], latest: u64) -> Result<()> {
+    fn group(
+        &mut self,
+        mut buf: Vec<u8>,
+        head: u64,
+        head_state: &StateStore,
+        pinned: &[u64],
+        latest: u64,
+    ) -> Result<()> {
         self.store(head, head_state)?;
         for (v, manifest) in &self.pending {
             journal::encode(&mut buf, &Meta::Stored { v: *v, manifest: (**manifest).clone() }, b"");
