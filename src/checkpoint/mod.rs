@@ -370,7 +370,7 @@ pub(crate) fn tensor_from_le_bytes(dtype: DType, shape: &[usize], bytes: &[u8]) 
         return Err("a bool byte is neither 0 nor 1".to_string());
     }
     let size = dtype.itemsize();
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return Err(format!("{} bytes is not a whole number of {dtype} elements", bytes.len()));
     }
     with_dtype!(dtype, T => {

@@ -273,9 +273,9 @@ impl<R> Link<R> {
     }
 
     fn send(&mut self, job: Job) -> Result<()> {
-        let sent = self.jobs.as_ref().map(|jobs| jobs.send(job));
+        let sent = self.jobs.as_ref().map(|jobs| jobs.send(job).is_ok());
         match sent {
-            Some(Ok(())) => Ok(()),
+            Some(true) => Ok(()),
             _ => {
                 self.failed.get_or_insert_with(|| "the background writer stopped".into());
                 self.ready()
@@ -346,7 +346,7 @@ impl<R> Link<R> {
 
     /// After a commit: store the state if the policy asks, and make the batch durable when it is due.
     fn after_commit(&mut self, version: u64, pinned: Vec<u64>, latest: u64) -> Result<()> {
-        if self.options.store_every.is_some_and(|k| version % k == 0) {
+        if self.options.store_every.is_some_and(|k| version.is_multiple_of(k)) {
             let state = self.head_state.clone();
             self.send(Job::Store { version, state })?;
             self.requested.insert(version);
