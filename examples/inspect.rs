@@ -1,9 +1,55 @@
 //! List a checkpoint's variables (path, dtype, shape, min/max/mean, finite or not) and its fingerprint; with
 //! two files, print what differs. Reads purestate checkpoints and plain safetensors files written by Python.
 //!
-//! `cargo run --example inspect -- FILE [FILE2]`
+//! Given a run directory, show the run: versions, tags, records, stored states, bytes on disk and the dedup
+//! ratio; with `--verify`, re-hash every object and check the journal, exiting non-zero and naming each
+//! problem when anything is damaged.
+//!
+//! `cargo run --example inspect -- FILE [FILE2]` or `cargo run --example inspect -- DIR [--verify]`
 
+use std::path::Path;
+
+use purestate::trainer::run;
 use purestate::{checkpoint, DType, StateStore};
+
+fn inspect_run(dir: &Path, verify: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let s = run::summary(dir)?;
+    println!(
+        "run {}: head v{}, {} versions ({} with records), {} rollbacks",
+        dir.display(),
+        s.head,
+        s.versions,
+        s.records,
+        s.rollbacks
+    );
+    let tags: Vec<String> = s.tags.iter().map(|(n, v)| format!("{n}=v{v}")).collect();
+    println!("tags: {}", if tags.is_empty() { "none".to_string() } else { tags.join(", ") });
+    let stored: Vec<String> = s.stored.iter().map(|v| format!("v{v}")).collect();
+    println!("stored states ({}): {}", s.stored.len(), stored.join(" "));
+    println!(
+        "on disk: journal {} bytes, {} objects {} bytes; full copies would take {} bytes: dedup ratio {:.2}x",
+        s.journal_bytes,
+        s.objects,
+        s.object_bytes,
+        s.full_copy_bytes,
+        s.dedup_ratio()
+    );
+    if s.torn_bytes > 0 {
+        println!("{} bytes after the last durable group (a torn tail, or a group being written)", s.torn_bytes);
+    }
+    if verify {
+        let problems = run::verify(dir)?;
+        if problems.is_empty() {
+            println!("verify: every object re-hashed and the journal chain checked: no problem");
+        } else {
+            for p in &problems {
+                println!("problem: {p}");
+            }
+            return Err(format!("verify: {} problem(s) in {}", problems.len(), dir.display()).into());
+        }
+    }
+    Ok(())
+}
 
 fn summary(state: &StateStore) -> String {
     let mut out = String::new();
@@ -36,8 +82,16 @@ fn summary(state: &StateStore) -> String {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(dir) = files.first().map(Path::new).filter(|p| p.is_dir()) {
+        let verify = match files.get(1).map(String::as_str) {
+            None => false,
+            Some("--verify") if files.len() == 2 => true,
+            _ => return Err("usage: inspect DIR [--verify]".into()),
+        };
+        return inspect_run(dir, verify);
+    }
     if files.is_empty() || files.len() > 2 {
-        return Err("usage: inspect FILE [FILE2]".into());
+        return Err("usage: inspect FILE [FILE2] | inspect DIR [--verify]".into());
     }
     let first = checkpoint::load(&files[0])?;
     println!("{}: {} variables, floatx {}, fingerprint {}", files[0], first.len(), first.floatx(), first.fingerprint());

@@ -3,8 +3,13 @@
 //! deliberately too-large learning rate is refused by the divergence guard and rolled back, every epoch is
 //! tagged and checkpointed, and at the end the whole run is replayed from version 0 bit for bit.
 //!
-//! `cargo run --release --example train -- [--epochs N] [--lr X] [--seed S] [--threads T] [--batch B]
-//!  [--checkpoint-dir DIR] [--no-blowup]`
+//! The run is journaled to a run directory (`--run DIR`, default `runs/digits`). Killed at any point and
+//! started again with the same command, it resumes at the last durable version (`resumed at vN ...`) and ends
+//! with the same `head vN fingerprint ...` line as a run never interrupted; a finished run started again
+//! prints its result and replays it to verify, without training. `--fresh` deletes the run first.
+//!
+//! `cargo run --release --example train -- [--run DIR] [--fresh] [--epochs N] [--lr X] [--seed S]
+//!  [--threads T] [--batch B] [--checkpoint-dir DIR] [--no-blowup]`
 
 #[path = "common/digits.rs"]
 mod digits;
@@ -18,7 +23,7 @@ use digits::{epoch_batches, Digits};
 use indicatif::{ProgressBar, ProgressStyle};
 use mlp::{train_step, StepRecord};
 use purestate::random::Key;
-use purestate::{CheckpointManager, Error, Retention, Trainer};
+use purestate::{CheckpointManager, Durability, Error, Retention, RunOptions, Trainer};
 
 struct Args {
     epochs: u32,
@@ -26,9 +31,14 @@ struct Args {
     seed: u64,
     threads: usize,
     batch: usize,
-    checkpoint_dir: PathBuf,
+    run: PathBuf,
+    checkpoint_dir: Option<PathBuf>,
     blowup: bool,
+    fresh: bool,
 }
+
+const USAGE: &str = "usage: train [--run DIR] [--fresh] [--epochs N] [--lr X] [--seed S] [--threads T] [--batch B] \
+                     [--checkpoint-dir DIR] [--no-blowup]";
 
 fn parse_args() -> std::result::Result<Args, String> {
     let mut args = Args {
@@ -37,8 +47,10 @@ fn parse_args() -> std::result::Result<Args, String> {
         seed: 0,
         threads: 0,
         batch: 64,
-        checkpoint_dir: PathBuf::from("checkpoints"),
+        run: PathBuf::from("runs/digits"),
+        checkpoint_dir: None,
         blowup: true,
+        fresh: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -49,14 +61,12 @@ fn parse_args() -> std::result::Result<Args, String> {
             "--seed" => args.seed = value("--seed")?.parse().map_err(|e| format!("--seed: {e}"))?,
             "--threads" => args.threads = value("--threads")?.parse().map_err(|e| format!("--threads: {e}"))?,
             "--batch" => args.batch = value("--batch")?.parse().map_err(|e| format!("--batch: {e}"))?,
-            "--checkpoint-dir" => args.checkpoint_dir = PathBuf::from(value("--checkpoint-dir")?),
+            "--run" => args.run = PathBuf::from(value("--run")?),
+            "--checkpoint-dir" => args.checkpoint_dir = Some(PathBuf::from(value("--checkpoint-dir")?)),
             "--no-blowup" => args.blowup = false,
-            "--help" | "-h" => {
-                return Err("usage: train [--epochs N] [--lr X] [--seed S] [--threads T] [--batch B] \
-                            [--checkpoint-dir DIR] [--no-blowup]"
-                    .into())
-            }
-            other => return Err(format!("unknown flag {other}")),
+            "--fresh" => args.fresh = true,
+            "--help" | "-h" => return Err(USAGE.into()),
+            other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
     }
     if args.batch == 0 || args.epochs == 0 {
@@ -69,6 +79,10 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let args = parse_args().map_err(|e| -> Box<dyn std::error::Error> { e.into() })?;
     if args.threads > 0 {
         rayon::ThreadPoolBuilder::new().num_threads(args.threads).build_global()?;
+    }
+    if args.fresh && args.run.exists() {
+        std::fs::remove_dir_all(&args.run)?;
+        println!("--fresh: removed {}", args.run.display());
     }
     let data = Digits::load()?;
     let key = Key::new(args.seed);
@@ -84,28 +98,78 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     );
 
     let (state, model, opt) = mlp::build(key, args.lr)?;
+    // The run directory holds the history: memory keeps the head, tags, and some recent and periodic states.
+    let options = RunOptions::default()
+        .durability(Durability::Batched { versions: Some(25), millis: Some(500) })
+        .memory_retention(Retention::keep_last(32).and_every(100));
+    let resuming = args.run.join("RUN").exists();
+    let mut trainer: Trainer<StepRecord> = if resuming {
+        let mut trainer = Trainer::open_run(&args.run, options)?;
+        trainer.rebind(&state)?; // the model's and the optimizer's handles work on the reopened states
+        trainer
+    } else {
+        Trainer::create_run(&args.run, state, options)?
+    };
+    trainer = trainer.with_nonfinite_guard(true);
+    let step_fn = |s: purestate::StateStore, rec: &StepRecord| -> purestate::Result<purestate::StateStore> {
+        Ok(train_step(s, &model, &opt, &data, rec)?.0)
+    };
 
-    let mut trainer: Trainer<StepRecord> =
-        Trainer::new(state).with_nonfinite_guard(true).with_retention(Retention::keep_last(32).and_every(100));
-    let manager = CheckpointManager::new(&args.checkpoint_dir, 3, None)?;
+    if let Ok(done) = trainer.version_of_tag("done") {
+        println!("run {} is finished (tag `done` at v{done}): not training again", args.run.display());
+        let accuracy = model.accuracy(trainer.state(), &data, &test)?;
+        println!("held-out accuracy {:.2}%", accuracy * 100.0);
+        println!("head v{} fingerprint {}", trainer.head(), trainer.fingerprint(trainer.head())?);
+        let replay_start = Instant::now();
+        let report = trainer.replay(0, trainer.head(), step_fn)?;
+        println!("replay: {report} ({:.2?})", replay_start.elapsed());
+        if !report.is_bit_identical() {
+            return Err("replay diverged".into());
+        }
+        return Ok(());
+    }
+
+    let checkpoint_dir = args.checkpoint_dir.clone().unwrap_or_else(|| args.run.join("checkpoints"));
+    let manager = CheckpointManager::new(&checkpoint_dir, 3, None)?;
     let mut curve = Curve::default();
 
     let steps_per_epoch = train.len().div_ceil(args.batch) as u64;
+    let blowup_epoch = if args.blowup { Some(2.min(args.epochs)) } else { None };
+    // Where to resume: the step after the head's, in the head's epoch.
+    let (mut epoch, mut start) = match trainer.record(trainer.head())? {
+        Some(r) => (r.epoch, r.step as usize + 1),
+        None => (1, 0),
+    };
+    // The blow-up was refused and rolled back if some blow-up step lies off the head's lineage.
+    let on_chain: std::collections::HashSet<u64> = trainer.lineage(0, trainer.head())?.into_iter().collect();
+    curve.blowup_done = trainer.history().iter().any(|v| {
+        !on_chain.contains(&v.version)
+            && trainer.record(v.version).ok().flatten().is_some_and(|r| r.learning_rate > 1e30)
+    });
+    if resuming {
+        let report = trainer.run_report().cloned().unwrap_or_default();
+        println!(
+            "resumed at v{} (epoch {epoch}, step {start} of {steps_per_epoch}) from {}: {report}",
+            trainer.head(),
+            args.run.display()
+        );
+    }
+
+    let done_steps = (u64::from(epoch) - 1) * steps_per_epoch + start as u64;
     let bar = ProgressBar::new(steps_per_epoch * u64::from(args.epochs));
+    bar.set_position(done_steps.min(steps_per_epoch * u64::from(args.epochs)));
     bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}").expect("valid template"));
     let started = Instant::now();
     let mut steps_run = 0u64;
-    let blowup_epoch = if args.blowup { Some(2.min(args.epochs)) } else { None };
 
-    let mut epoch = 1;
     while epoch <= args.epochs {
         let blowup = blowup_epoch == Some(epoch) && !curve.blowup_done;
-        if blowup {
+        if blowup && start == 0 {
             trainer.tag("before-blowup")?;
         }
         let batches = epoch_batches(&train, key.fold_in(2), epoch, args.batch)?;
         let mut refused = false;
-        for (i, ids) in batches.iter().enumerate() {
+        for (i, ids) in batches.iter().enumerate().skip(start) {
             // A deliberately absurd learning rate for the first steps of the blow-up epoch.
             let learning_rate = if blowup && i < 5 { 1e35 } else { args.lr };
             let record =
@@ -118,7 +182,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                     let good = trainer.version_of_tag("before-blowup")?;
                     let message = format!(
                         "epoch {epoch} step {i}: lr {learning_rate:e} made `{path}` non-finite (state derived from v{}); \
-                         refused, rolled back to v{good} and resumed with lr {}",
+                         refused, rolled back to v{good} (journaled) and resumed with lr {}",
                         base.unwrap_or(0),
                         args.lr
                     );
@@ -133,6 +197,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             }
             bar.inc(1);
         }
+        start = 0;
         if refused {
             continue; // the same epoch again, from the rolled-back state
         }
@@ -146,29 +211,31 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         manager.save(trainer.head(), trainer.state())?;
         epoch += 1;
     }
+    trainer.tag("done")?;
+    trainer.flush()?;
     bar.finish();
     let elapsed = started.elapsed();
 
     let accuracy = model.accuracy(trainer.state(), &data, &test)?;
     println!(
-        "trained {} committed versions ({} steps run) in {:.2?}: {:.0} us per step; held-out accuracy {:.2}%",
+        "trained to v{} ({} steps run in this process) in {:.2?}: {:.0} us per step; held-out accuracy {:.2}%",
         trainer.head(),
         steps_run,
         elapsed,
-        elapsed.as_secs_f64() * 1e6 / steps_run as f64,
+        elapsed.as_secs_f64() * 1e6 / steps_run.max(1) as f64,
         accuracy * 100.0
     );
     println!("head v{} fingerprint {}", trainer.head(), trainer.fingerprint(trainer.head())?);
 
     let replay_start = Instant::now();
-    let report = trainer.replay(0, trainer.head(), |s, rec| Ok(train_step(s, &model, &opt, &data, rec)?.0))?;
+    let report = trainer.replay(0, trainer.head(), step_fn)?;
     println!("replay: {report} ({:.2?})", replay_start.elapsed());
 
     let steps = manager.all_steps()?;
-    println!("checkpoints in {}: versions {:?}", args.checkpoint_dir.display(), steps);
-    let svg = args.checkpoint_dir.join("train_curve.svg");
+    println!("checkpoints in {}: versions {:?}", checkpoint_dir.display(), steps);
+    let svg = args.run.join("train_curve.svg");
     curve.draw(&svg)?;
-    println!("training curve: {}", svg.display());
+    println!("training curve (this process's steps): {}", svg.display());
     if !report.is_bit_identical() {
         return Err("replay diverged".into());
     }

@@ -326,6 +326,103 @@ pub enum Error {
         /// The safetensors dtype name, for example `F8_E4M3`.
         dtype: String,
     },
+    /// `create_run` on a directory that already holds a run (or other files).
+    #[error("{}: the directory already holds {what}; open it with `open_run` or choose another directory", .dir.display())]
+    RunExists {
+        /// The run directory.
+        dir: PathBuf,
+        /// What it holds: `a run` or `files that are not a run`.
+        what: &'static str,
+    },
+    /// `open_run` on a directory that is not a run (no `RUN` header file, or a header of another format).
+    #[error("{}: not a purestate run directory: {reason}", .dir.display())]
+    NotARun {
+        /// The directory.
+        dir: PathBuf,
+        /// What is missing or wrong.
+        reason: String,
+    },
+    /// A run directory written by a newer format than this purestate reads.
+    #[error("{}: run format version {found} is newer than this purestate reads ({supported})", .file.display())]
+    RunFormatTooNew {
+        /// The header file.
+        file: PathBuf,
+        /// The version it records.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+    /// A second writer on a run directory another trainer (in this or another process) holds for writing.
+    #[error("{}: the run is open for writing elsewhere (lock held); open it read-only to inspect it", .file.display())]
+    RunLocked {
+        /// The lock file.
+        file: PathBuf,
+    },
+    /// A journal entry whose checksum or contents are wrong before the journal's end: the journal is damaged,
+    /// not torn, so nothing is truncated.
+    #[error("{}: corrupt journal entry at byte offset {offset}: {reason}", .file.display())]
+    JournalCorrupt {
+        /// The journal file.
+        file: PathBuf,
+        /// Byte offset of the damaged entry.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A stored value whose bytes do not hash to the digest it is filed under, or cannot be decoded.
+    #[error("{}: `{path}`: corrupt object: {reason}", .file.display())]
+    ObjectCorrupt {
+        /// The object file.
+        file: PathBuf,
+        /// The variable whose value it holds.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A stored state names a value whose object file is missing.
+    #[error("{}: `{path}`: object of version {version} is missing", .file.display())]
+    ObjectMissing {
+        /// The object file expected.
+        file: PathBuf,
+        /// The variable whose value it holds.
+        path: String,
+        /// The stored version that needs it.
+        version: u64,
+    },
+    /// A step record in the journal that does not deserialize into the trainer's record type.
+    #[error("{}: record of version {version} does not deserialize: {reason}", .file.display())]
+    RecordDecode {
+        /// The journal file.
+        file: PathBuf,
+        /// The version whose record it is.
+        version: u64,
+        /// The deserializer's message.
+        reason: String,
+    },
+    /// A write to a run opened read-only, or to a run whose background writer stopped after an error.
+    #[error("{}: the run is not writable: {reason}", .dir.display())]
+    RunNotWritable {
+        /// The run directory.
+        dir: PathBuf,
+        /// Why: opened read-only, or the earlier write error.
+        reason: String,
+    },
+    /// A version whose state is neither in memory nor stored in the run directory.
+    #[error("version {version}: its state is not stored; rebuild it with `materialize`")]
+    NotStored {
+        /// The version asked for.
+        version: u64,
+    },
+    /// `materialize` replayed a step whose result does not hash to the fingerprint committed for it.
+    #[error("version {version}: replayed state has fingerprint {got}, committed {expected}")]
+    ReplayMismatch {
+        /// The version whose replay differs.
+        version: u64,
+        /// The fingerprint committed.
+        expected: Fingerprint,
+        /// The fingerprint of the replayed state.
+        got: Fingerprint,
+    },
 }
 
 fn fmt_base(base: &Option<u64>) -> String {

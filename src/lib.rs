@@ -81,6 +81,7 @@ pub use error::{Error, Result};
 pub use scope::Scope;
 pub use store::{Fingerprint, StateStore, StoreDiff};
 pub use tensor::{Element, Scalar, Shape, Tensor, TensorData};
+pub use trainer::run::{Durability, RunOptions};
 pub use trainer::{Divergence, ReplayReport, Retention, Trainer, TrainerId, VersionInfo};
 pub use variable::{Aggregation, Synchronization, Variable, VariableSpec};
 

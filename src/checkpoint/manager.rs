@@ -84,10 +84,26 @@ impl CheckpointManager {
     ///
     /// O(state bytes) plus a directory listing.
     ///
+    /// A directory holding a checkpoint of a newer step than `step` belongs to another lineage (another run,
+    /// started afresh in the same directory): the save is refused rather than letting the retention rule
+    /// delete the new checkpoint, or the other run's.
+    ///
     /// # Errors
-    /// [`Error::Io`] when writing the checkpoint, listing the directory or deleting a pruned file fails; a
-    /// failed write leaves every existing checkpoint intact.
+    /// [`Error::InvalidArgument`] when the directory holds a newer step; [`Error::Io`] when writing the
+    /// checkpoint, listing the directory or deleting a pruned file fails; a failed write leaves every existing
+    /// checkpoint intact.
     pub fn save(&self, step: u64, state: &StateStore) -> Result<()> {
+        if let Some(&newer) = self.all_steps()?.iter().rev().find(|&&s| s > step) {
+            return Err(Error::InvalidArgument {
+                op: "CheckpointManager::save",
+                arg: "step",
+                reason: format!(
+                    "{} holds step {newer}, newer than {step}: it belongs to another run (or one rolled back \
+                     past its checkpoints); save into a directory of this run's own",
+                    self.dir.display()
+                ),
+            });
+        }
         save(state, self.path(step))?;
         self.prune()
     }

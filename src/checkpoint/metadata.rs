@@ -52,7 +52,7 @@ pub(crate) struct Header {
 }
 
 /// One variable's spec and settable attributes, as saved.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct VariableRecord {
     pub(crate) path: String,
     pub(crate) name: String,

@@ -46,9 +46,9 @@
 //!
 //! [safetensors]: https://github.com/huggingface/safetensors
 
-mod atomic;
+pub(crate) mod atomic;
 mod manager;
-mod metadata;
+pub(crate) mod metadata;
 
 use std::collections::HashMap;
 use std::fs;
@@ -366,12 +366,12 @@ impl Contents {
 
 /// A tensor of `dtype` and `shape` from little-endian bytes in row-major order (`bytes.len()` is checked by
 /// safetensors against the shape). A bool must be stored as 0 or 1.
-fn tensor_from_le_bytes(dtype: DType, shape: &[usize], bytes: &[u8]) -> std::result::Result<Tensor, String> {
+pub(crate) fn tensor_from_le_bytes(dtype: DType, shape: &[usize], bytes: &[u8]) -> std::result::Result<Tensor, String> {
     if dtype == DType::Bool && bytes.iter().any(|&b| b > 1) {
         return Err("a bool byte is neither 0 nor 1".to_string());
     }
     let size = dtype.itemsize();
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return Err(format!("{} bytes is not a whole number of {dtype} elements", bytes.len()));
     }
     with_dtype!(dtype, T => {

@@ -32,7 +32,7 @@ impl Tensor {
         let known: usize = dims.iter().filter(|&&d| d >= 0).map(|&d| d as usize).product();
         let mut target: Vec<usize> = dims.iter().map(|&d| d.max(0) as usize).collect();
         if let Some(&i) = unknown.first() {
-            if known == 0 || self.size() % known != 0 {
+            if known == 0 || !self.size().is_multiple_of(known) {
                 return Err(refuse(format!("cannot reshape {} elements to {dims:?}", self.size())));
             }
             target[i] = self.size() / known;

@@ -130,12 +130,7 @@ impl StateStore {
     /// # Ok::<(), purestate::Error>(())
     /// ```
     pub fn fingerprint(&self) -> Fingerprint {
-        let totals = self.totals();
-        let mut hasher = Xxh3::new();
-        hasher.update(b"purestate-fingerprint-v2");
-        hasher.update(&totals.digest_sum.to_le_bytes());
-        hasher.update(&(self.len() as u64).to_le_bytes());
-        Fingerprint(hasher.digest128())
+        fingerprint_of_digest_sum(self.totals().digest_sum, self.len())
     }
 
     /// The fingerprint as format 1 computed it (whole-value digests, tag `purestate-fingerprint-v1`): what a
@@ -148,6 +143,16 @@ impl StateStore {
         hasher.update(&(self.len() as u64).to_le_bytes());
         Fingerprint(hasher.digest128())
     }
+}
+
+/// The fingerprint of a store whose `count` variables' digests add up (wrapping) to `digest_sum`: what
+/// [`StateStore::fingerprint`] computes, for callers that hold only the digests (a run's journal).
+pub(crate) fn fingerprint_of_digest_sum(digest_sum: u128, count: usize) -> Fingerprint {
+    let mut hasher = Xxh3::new();
+    hasher.update(b"purestate-fingerprint-v2");
+    hasher.update(&digest_sum.to_le_bytes());
+    hasher.update(&(count as u64).to_le_bytes());
+    Fingerprint(hasher.digest128())
 }
 
 #[cfg(test)]
@@ -190,3 +195,4 @@ mod tests {
         assert_eq!(digest_from_chunks("b", &value, &chunks), variable_digest("b", &value));
     }
 }
+

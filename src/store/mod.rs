@@ -19,6 +19,7 @@ pub use diff::{StoreDiff, ValueChange};
 pub use partition::VariableRef;
 
 pub(crate) use crate::variable::{Lineage, VarKey};
+pub(crate) use fingerprint::{fingerprint_of_digest_sum, variable_digest};
 pub(crate) use local::LocalValues;
 
 use crate::base::TrainerId;

@@ -4,6 +4,7 @@
 
 mod replay;
 mod retention;
+pub mod run;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -76,6 +77,8 @@ pub struct Trainer<R = ()> {
     tags: BTreeMap<String, u64>,
     retention: Retention,
     nonfinite_guard: bool,
+    /// The run directory this trainer journals to (`None`: in memory only).
+    run: Option<Box<run::Link<R>>>,
 }
 
 impl<R> Trainer<R> {
@@ -98,6 +101,7 @@ impl<R> Trainer<R> {
             tags: BTreeMap::new(),
             retention: Retention::default(),
             nonfinite_guard: false,
+            run: None,
         }
     }
 
@@ -199,6 +203,7 @@ impl<R> Trainer<R> {
     }
 
     fn commit_inner(&mut self, mut next: StateStore, record: Option<R>) -> Result<u64> {
+        self.run_ready()?;
         if let Some(base) = next.base() {
             if next.trainer() != Some(self.id) {
                 return Err(Error::ForeignState { trainer: self.id, origin: next.trainer(), base });
@@ -216,9 +221,17 @@ impl<R> Trainer<R> {
         let version = self.latest() + 1;
         next.set_committed(self.id, version);
         let fingerprint = next.fingerprint();
-        self.versions.insert(version, Version { parent: Some(self.head), fingerprint, state: Some(next), record });
+        let parent = self.head;
+        self.versions.insert(version, Version { parent: Some(parent), fingerprint, state: Some(next), record });
         self.retained.insert(version);
         self.head = version;
+        if let Err(e) = self.run_commit(version) {
+            // Not journaled (or, with every-commit durability, not durable): the head does not move.
+            self.versions.remove(&version);
+            self.retained.remove(&version);
+            self.head = parent;
+            return Err(e);
+        }
         self.prune();
         Ok(version)
     }
@@ -228,9 +241,11 @@ impl<R> Trainer<R> {
     /// # Errors
     /// [`Error::UnknownVersion`]; [`Error::Pruned`] when its state is gone.
     pub fn rollback(&mut self, version: u64) -> Result<()> {
+        self.run_ready()?;
+        self.run_restore(version)?;
         self.get(version)?;
         self.head = version;
-        Ok(())
+        self.run_rollback(version)
     }
 
     /// Names the head version `name` (a name names one version: tagging again moves it). Tagged versions are
@@ -239,7 +254,10 @@ impl<R> Trainer<R> {
     /// # Errors
     /// None today; fallible for future name checks.
     pub fn tag(&mut self, name: impl Into<String>) -> Result<()> {
-        self.tags.insert(name.into(), self.head);
+        self.run_ready()?;
+        let name = name.into();
+        self.run_tag(&name, self.head)?;
+        self.tags.insert(name, self.head);
         Ok(())
     }
 

@@ -76,7 +76,8 @@ impl<R> Trainer<R> {
     /// [`StateStore::trainer`] as the first time; nothing replay produces is committed.
     ///
     /// # Errors
-    /// [`Error::UnknownVersion`]; [`Error::Pruned`] when `from`'s state is gone; [`Error::InvalidArgument`]
+    /// [`Error::UnknownVersion`]; [`Error::Pruned`] when `from`'s state is gone (from memory, and from the run
+    /// directory when the trainer has one: a stored state is read back); [`Error::InvalidArgument`]
     /// when `from` is not an ancestor of `to`; [`Error::MissingRecord`] for a version committed without a
     /// record; whatever `step` returns.
     ///
@@ -104,7 +105,7 @@ impl<R> Trainer<R> {
         F: FnMut(StateStore, &R) -> Result<StateStore>,
     {
         let chain = self.lineage(from, to)?;
-        let mut state = self.get(from)?.clone();
+        let mut state = self.state_of(from)?;
         let mut report = ReplayReport { from, to, steps: 0, divergence: None };
         for &version in &chain[1..] {
             let record = self.record(version)?.ok_or(Error::MissingRecord { version })?;

@@ -42,7 +42,7 @@ impl Retention {
             None => true,
             Some(n) => newest - version < n as u64,
         };
-        let periodic = matches!(self.keep_every, Some(k) if k > 0 && version % k == 0);
+        let periodic = matches!(self.keep_every, Some(k) if k > 0 && version.is_multiple_of(k));
         recent || periodic
     }
 }

@@ -312,7 +312,7 @@ fn manager_keeps_the_last_steps_and_every_kth() {
 fn manager_without_limits_keeps_everything_and_refuses_zero() {
     let dir = tempfile::tempdir().unwrap();
     let manager = CheckpointManager::new(dir.path(), None, None).unwrap();
-    for step in [3, 1, 2] {
+    for step in [1, 2, 3] {
         manager.save(step, &StateStore::new()).unwrap();
     }
     fs::write(dir.path().join("notes.txt"), b"not a checkpoint").unwrap();

@@ -10,6 +10,7 @@ mod optim;
 mod props;
 mod random;
 mod replica;
+mod run;
 mod scope;
 mod store;
 mod tidy;

@@ -186,7 +186,7 @@ proptest! {
                     let newest = copies.len() as u64 - 1;
                     let kept = target == 0 || target == head || tagged.contains(&target)
                         || keep_last.is_none_or(|n| newest - target < n as u64)
-                        || keep_every.is_some_and(|k| target % k == 0);
+                        || keep_every.is_some_and(|k| target.is_multiple_of(k));
                     match trainer.rollback(target) {
                         Ok(()) => { prop_assert!(kept); head = target; }
                         Err(Error::Pruned { .. }) => prop_assert!(!kept),
