@@ -195,4 +195,3 @@ mod tests {
         assert_eq!(digest_from_chunks("b", &value, &chunks), variable_digest("b", &value));
     }
 }
-
