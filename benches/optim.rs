@@ -85,9 +85,10 @@ fn bench_apply(group: &mut BenchmarkGroup<'_, WallTime>, n: usize, mut opt: impl
 
 /// At 1 and 2 threads: `purestate_apply/{t}t` (unshared state, in place) and `trainer_keep_last_2/{t}t` (the
 /// state from a trainer's head, committed each step; the trainer keeps the last two versions and version 0).
-fn bench_threads(group: &mut BenchmarkGroup<'_, WallTime>, n: usize, mut opt: impl Optimizer) {
+fn bench_threads<O: Optimizer>(group: &mut BenchmarkGroup<'_, WallTime>, n: usize, make: impl Fn() -> O) {
     for threads in [1usize, 2] {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let mut opt = make();
         let (state, grads) = setup(n, &mut opt);
         let mut state = Some(state);
         group.bench_function(format!("purestate_apply/{threads}t"), |b| {
@@ -99,6 +100,7 @@ fn bench_threads(group: &mut BenchmarkGroup<'_, WallTime>, n: usize, mut opt: im
             })
         });
         drop(state);
+        let mut opt = make();
         let (state, grads) = setup(n, &mut opt);
         let mut trainer: Trainer = Trainer::new(state).with_retention(Retention::keep_last(2));
         group.bench_function(format!("trainer_keep_last_2/{threads}t"), |b| {
@@ -120,7 +122,7 @@ fn bench_optim(c: &mut Criterion) {
             group.sample_size(20);
         }
         if n > 1_000_000 {
-            bench_threads(&mut group, n, Adam::new(1e-3));
+            bench_threads(&mut group, n, || Adam::new(1e-3));
         } else {
             bench_apply(&mut group, n, Adam::new(1e-3));
         }
@@ -158,7 +160,7 @@ fn bench_optim(c: &mut Criterion) {
             group.sample_size(20);
         }
         if n > 1_000_000 {
-            bench_threads(&mut group, n, Sgd::new(1e-2).momentum(0.9));
+            bench_threads(&mut group, n, || Sgd::new(1e-2).momentum(0.9));
         } else {
             bench_apply(&mut group, n, Sgd::new(1e-2).momentum(0.9));
         }

@@ -375,20 +375,37 @@ impl Core {
             (false, None) => fused_update(rule, &mut values, &grad, &consts, clipped, |w| w)?,
             (false, Some(wd)) => fused_update(rule, &mut values, &grad, &consts, clipped, move |w| w - w * wd * lr)?,
         };
-        for ((target, value), (chunks, finite)) in std::iter::once(var).chain(slot_vars).zip(values).zip(facts) {
-            let digest = fingerprint::digest_from_chunks(target.path(), &value, &chunks);
-            state.put_value_with_facts(target, value, digest, finite)?;
+        match facts {
+            Some(facts) => {
+                for ((target, value), (chunks, finite)) in std::iter::once(var).chain(slot_vars).zip(values).zip(facts)
+                {
+                    let digest = fingerprint::digest_from_chunks(target.path(), &value, &chunks);
+                    state.put_value_with_facts(target, value, digest, finite)?;
+                }
+            }
+            None => {
+                for (target, value) in std::iter::once(var).chain(slot_vars).zip(values) {
+                    state.put_value(target, value)?;
+                }
+            }
         }
         Ok(())
     }
 }
 
+/// What the fused pass learned of one value it wrote: its chunk digests and whether it is all finite.
+type WrittenFacts = (Vec<u128>, bool);
+
 /// One variable's update as a single pass over memory: `values` are the parameter and its slots, in the order
 /// of [`Rule::slots`]. A buffer this step holds alone is updated in place; a buffer a snapshot or the trainer's
 /// history still holds is read as the source of a new buffer (from the pool when a dead one of that size
-/// exists). Chunk by chunk, while the chunk is in cache, the pass copies the shared sources, runs the rule, and
-/// hashes and scans what it wrote: it returns each value's chunk digests and whether it is all finite, so the
-/// next commit neither copies, nor hashes, nor scans these buffers again.
+/// exists). Chunk by chunk, while the chunk is in cache, the pass copies the shared sources and runs the rule.
+///
+/// When it writes new buffers (the step reads a state that a trainer's head or a snapshot holds: the committed
+/// step), it also hashes and scans each chunk it wrote and returns each value's chunk digests and whether it is
+/// all finite, so that the commit that follows neither copies, nor hashes, nor scans these buffers again. In
+/// place (an unshared state, which no trainer holds) it returns `None` and leaves the hashing to whoever asks
+/// for a fingerprint, as before.
 fn fused_update<R, T, G, D>(
     rule: &R,
     values: &mut [Tensor],
@@ -396,7 +413,7 @@ fn fused_update<R, T, G, D>(
     consts: &UpdateConsts<T::C>,
     gmap: G,
     decay: D,
-) -> Result<Vec<(Vec<u128>, bool)>>
+) -> Result<Option<Vec<WrittenFacts>>>
 where
     R: Rule,
     T: Float + bytemuck::NoUninit,
@@ -413,6 +430,7 @@ where
     // A new buffer for each value another holder shares; `None` where the step may write in place.
     let mut fresh: Vec<Option<Buffer<T>>> =
         values.iter().map(|v| (!v.is_unique()).then(|| kernels::buffer::alloc::<T>(n))).collect();
+    let hash = fresh.iter().any(Option::is_some);
     let facts = {
         let mut outs: Vec<&mut [T]> = Vec::with_capacity(values.len());
         let mut ins: Vec<&[T]> = vec![grad];
@@ -439,20 +457,23 @@ where
             }
             let (p, slots) = outs.split_first_mut().expect("the parameter is the first lane");
             rule.update(p, slots, ins[0], consts, gmap, decay)?;
+            if !hash {
+                return Ok(Vec::new());
+            }
             Ok::<_, Error>(
                 outs.iter()
                     .map(|o| (fingerprint::chunk_digest(o), !kernels::any(o, |x: T| !x.up().is_finite())))
                     .collect::<Vec<_>>(),
             )
         })?;
-        let mut facts: Vec<(Vec<u128>, bool)> = vec![(Vec::with_capacity(per_chunk.len()), true); values.len()];
+        let mut facts: Vec<WrittenFacts> = vec![(Vec::with_capacity(per_chunk.len()), true); values.len()];
         for chunk in per_chunk {
             for ((digests, finite), (digest, chunk_finite)) in facts.iter_mut().zip(chunk?) {
                 digests.push(digest);
                 *finite &= chunk_finite;
             }
         }
-        facts
+        hash.then_some(facts)
     };
     for (value, buf) in values.iter_mut().zip(fresh) {
         if let Some(buf) = buf {

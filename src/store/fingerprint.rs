@@ -73,26 +73,16 @@ pub(crate) const fn chunk_elements<T>() -> usize {
 /// A variable's digest from the digests of its chunks (computed by [`chunk_digest`] on consecutive chunks of
 /// [`chunk_elements`]): equal to [`variable_digest`] of the same path and value.
 pub(crate) fn digest_from_chunks(path: &str, value: &Tensor, chunks: &[u128]) -> u128 {
-    let mut hasher = Xxh3::new();
-    hasher.update(&(path.len() as u64).to_le_bytes());
-    hasher.update(path.as_bytes());
-    let dtype = value.dtype().name();
-    hasher.update(&(dtype.len() as u64).to_le_bytes());
-    hasher.update(dtype.as_bytes());
-    hasher.update(&(value.ndim() as u64).to_le_bytes());
-    for &d in value.dims() {
-        hasher.update(&(d as u64).to_le_bytes());
-    }
-    hasher.update(&(value.nbytes() as u64).to_le_bytes());
+    let mut hasher = header_hasher(path, value);
     for c in chunks {
         hasher.update(&c.to_le_bytes());
     }
     hasher.digest128()
 }
 
-/// The digest of format 1 (checkpoints written before chunked digests): XXH3-128 of the same header followed
-/// by all the bytes. Only [`StateStore::fingerprint_v1`] uses it, to verify such files.
-fn variable_digest_v1(path: &str, value: &Tensor) -> u128 {
+/// A hasher fed a variable's header, as both digest formats start: the length-prefixed path and dtype name, the
+/// number of dims, each dim and the byte count (all lengths and numbers as little-endian u64).
+fn header_hasher(path: &str, value: &Tensor) -> Xxh3 {
     let mut hasher = Xxh3::new();
     hasher.update(&(path.len() as u64).to_le_bytes());
     hasher.update(path.as_bytes());
@@ -104,6 +94,13 @@ fn variable_digest_v1(path: &str, value: &Tensor) -> u128 {
         hasher.update(&(d as u64).to_le_bytes());
     }
     hasher.update(&(value.nbytes() as u64).to_le_bytes());
+    hasher
+}
+
+/// The digest of format 1 (checkpoints written before chunked digests): XXH3-128 of the same header followed
+/// by all the bytes. Only [`StateStore::fingerprint_v1`] uses it, to verify such files.
+fn variable_digest_v1(path: &str, value: &Tensor) -> u128 {
+    let mut hasher = header_hasher(path, value);
     value.for_each_le_chunk(|bytes| hasher.update(bytes));
     hasher.digest128()
 }
