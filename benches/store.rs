@@ -140,9 +140,9 @@ fn bench_large_commit(c: &mut Criterion) {
     });
     g.bench_function("xxh3_128", |b| {
         b.iter(|| {
-            slices
-                .iter()
-                .fold(0u128, |acc, s| acc.wrapping_add(xxhash_rust::xxh3::xxh3_128(bytemuck::cast_slice(black_box(s)))))
+            slices.iter().fold(0u128, |acc, s| {
+                acc.wrapping_add(twox_hash::XxHash3_128::oneshot(bytemuck::cast_slice(black_box(s))))
+            })
         })
     });
     let mut dst = vec![vec![0.0f32; LARGE_LEN]; LARGE_VARS];

@@ -24,6 +24,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.path.join(ROOT, "tools", ".venv")
 PYTHON = os.path.join(VENV, "bin", "python")
+# cargo's target directory (CARGO_TARGET_DIR when set), where criterion writes its estimates.
+TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
 REQUIREMENTS = os.path.join(ROOT, "tools", "requirements-peer.txt")
 BENCH = ["cargo", "bench", "--bench", "grad", "--", "--warm-up-time", "1", "--measurement-time", "3", "step/"]
 # (criterion variant, column title)
@@ -41,7 +43,7 @@ def ensure_venv():
 def criterion_medians(since):
     """{full benchmark id: median seconds} of the `step/` benchmarks criterion wrote after `since`."""
     medians = {}
-    for dirpath, _, files in os.walk(os.path.join(ROOT, "target", "criterion")):
+    for dirpath, _, files in os.walk(os.path.join(TARGET, "criterion")):
         if os.path.basename(dirpath) != "new" or "estimates.json" not in files or "benchmark.json" not in files:
             continue
         estimates = os.path.join(dirpath, "estimates.json")

@@ -7,11 +7,17 @@
 //! header and the chunk digests (XXH3-128): the chunks can be hashed in parallel, and by the pass that wrote
 //! them while they are still in cache (the optimizers do), and the result does not depend on the thread count.
 
-use xxhash_rust::xxh3::{xxh3_128, Xxh3};
+use twox_hash::xxhash3_128::Hasher as Xxh3;
 
 use super::StateStore;
 use crate::base::Fingerprint;
 use crate::tensor::{Element, Tensor};
+
+/// XXH3-128 of `bytes` (twox-hash picks the AVX2 kernel at run time where the CPU has it).
+#[inline]
+fn xxh3_128(bytes: &[u8]) -> u128 {
+    Xxh3::oneshot(bytes)
+}
 
 /// Bytes of each chunk a variable's digest hashes on its own (64 KiB; part of the fingerprint format).
 pub(crate) const DIGEST_CHUNK_BYTES: usize = 1 << 16;
@@ -75,25 +81,25 @@ pub(crate) const fn chunk_elements<T>() -> usize {
 pub(crate) fn digest_from_chunks(path: &str, value: &Tensor, chunks: &[u128]) -> u128 {
     let mut hasher = header_hasher(path, value);
     for c in chunks {
-        hasher.update(&c.to_le_bytes());
+        hasher.write(&c.to_le_bytes());
     }
-    hasher.digest128()
+    hasher.finish_128()
 }
 
 /// A hasher fed a variable's header, as both digest formats start: the length-prefixed path and dtype name, the
 /// number of dims, each dim and the byte count (all lengths and numbers as little-endian u64).
 fn header_hasher(path: &str, value: &Tensor) -> Xxh3 {
     let mut hasher = Xxh3::new();
-    hasher.update(&(path.len() as u64).to_le_bytes());
-    hasher.update(path.as_bytes());
+    hasher.write(&(path.len() as u64).to_le_bytes());
+    hasher.write(path.as_bytes());
     let dtype = value.dtype().name();
-    hasher.update(&(dtype.len() as u64).to_le_bytes());
-    hasher.update(dtype.as_bytes());
-    hasher.update(&(value.ndim() as u64).to_le_bytes());
+    hasher.write(&(dtype.len() as u64).to_le_bytes());
+    hasher.write(dtype.as_bytes());
+    hasher.write(&(value.ndim() as u64).to_le_bytes());
     for &d in value.dims() {
-        hasher.update(&(d as u64).to_le_bytes());
+        hasher.write(&(d as u64).to_le_bytes());
     }
-    hasher.update(&(value.nbytes() as u64).to_le_bytes());
+    hasher.write(&(value.nbytes() as u64).to_le_bytes());
     hasher
 }
 
@@ -101,8 +107,8 @@ fn header_hasher(path: &str, value: &Tensor) -> Xxh3 {
 /// by all the bytes. Only [`StateStore::fingerprint_v1`] uses it, to verify such files.
 fn variable_digest_v1(path: &str, value: &Tensor) -> u128 {
     let mut hasher = header_hasher(path, value);
-    value.for_each_le_chunk(|bytes| hasher.update(bytes));
-    hasher.digest128()
+    value.for_each_le_chunk(|bytes| hasher.write(bytes));
+    hasher.finish_128()
 }
 
 impl StateStore {
@@ -135,10 +141,10 @@ impl StateStore {
     pub(crate) fn fingerprint_v1(&self) -> Fingerprint {
         let sum = self.entries().fold(0u128, |sum, e| sum.wrapping_add(variable_digest_v1(e.var.path(), &e.value)));
         let mut hasher = Xxh3::new();
-        hasher.update(b"purestate-fingerprint-v1");
-        hasher.update(&sum.to_le_bytes());
-        hasher.update(&(self.len() as u64).to_le_bytes());
-        Fingerprint(hasher.digest128())
+        hasher.write(b"purestate-fingerprint-v1");
+        hasher.write(&sum.to_le_bytes());
+        hasher.write(&(self.len() as u64).to_le_bytes());
+        Fingerprint(hasher.finish_128())
     }
 }
 
@@ -146,10 +152,10 @@ impl StateStore {
 /// [`StateStore::fingerprint`] computes, for callers that hold only the digests (a run's journal).
 pub(crate) fn fingerprint_of_digest_sum(digest_sum: u128, count: usize) -> Fingerprint {
     let mut hasher = Xxh3::new();
-    hasher.update(b"purestate-fingerprint-v2");
-    hasher.update(&digest_sum.to_le_bytes());
-    hasher.update(&(count as u64).to_le_bytes());
-    Fingerprint(hasher.digest128())
+    hasher.write(b"purestate-fingerprint-v2");
+    hasher.write(&digest_sum.to_le_bytes());
+    hasher.write(&(count as u64).to_le_bytes());
+    Fingerprint(hasher.finish_128())
 }
 
 #[cfg(test)]
@@ -160,7 +166,7 @@ mod tests {
     fn by_definition(path: &str, value: &Tensor) -> u128 {
         let mut bytes = Vec::new();
         value.write_le_bytes(&mut bytes);
-        let chunks: Vec<u128> = bytes.chunks(DIGEST_CHUNK_BYTES).map(xxh3_128).collect();
+        let chunks: Vec<u128> = bytes.chunks(DIGEST_CHUNK_BYTES).map(|c| xxh3_128(c)).collect();
         digest_from_chunks(path, value, &chunks)
     }
 

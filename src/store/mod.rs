@@ -662,7 +662,7 @@ impl StateStore {
 /// The key an unseeded initializer of the variable at `path` draws from: the store's seed folded with the
 /// path's hash, so a variable's first value does not depend on the order variables are created in.
 fn path_key(seed: Key, path: &str) -> Key {
-    let h = xxhash_rust::xxh3::xxh3_64(path.as_bytes());
+    let h = twox_hash::XxHash3_64::oneshot(path.as_bytes());
     seed.fold_in((h >> 32) as u32).fold_in(h as u32)
 }
 

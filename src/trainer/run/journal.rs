@@ -15,7 +15,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use xxhash_rust::xxh3::xxh3_64;
+use twox_hash::XxHash3_64;
 
 use crate::checkpoint::metadata::VariableRecord;
 use crate::error::{Error, Result};
@@ -89,7 +89,7 @@ pub(crate) fn encode(out: &mut Vec<u8>, meta: &Meta, extra: &[u8]) {
     out[start + ENTRY_HEADER..start + ENTRY_HEADER + 4].copy_from_slice(&meta_len.to_le_bytes());
     out.extend_from_slice(extra);
     let len = (out.len() - start - ENTRY_HEADER) as u32;
-    let sum = xxh3_64(&out[start + ENTRY_HEADER..]);
+    let sum = XxHash3_64::oneshot(&out[start + ENTRY_HEADER..]);
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&(!len).to_le_bytes());
     out[start + 8..start + 16].copy_from_slice(&sum.to_le_bytes());
@@ -139,7 +139,7 @@ pub(crate) fn scan(bytes: &[u8], file: &Path) -> Result<Scan> {
         }
         let sum = u64::from_le_bytes(rest[8..16].try_into().expect("8 bytes"));
         let payload = &rest[ENTRY_HEADER..end];
-        if xxh3_64(payload) != sum {
+        if XxHash3_64::oneshot(payload) != sum {
             if rest.len() == end {
                 break; // torn: the last entry of the file
             }
