@@ -50,6 +50,105 @@ impl<'a, T: Copy + Sync> Lane for &'a [T] {
     }
 }
 
+/// A lane updated out of place: each item starts as the element of `src` and is written to `dst` (the two do
+/// not overlap). A loop body written for an in-place `&mut [T]` lane runs unchanged on it; once inlined, the
+/// element is read from `src` and only the body's result is stored to `dst`, so the update and the copy a
+/// persistent state needs (its old buffer stays with a snapshot) are one pass over memory.
+///
+/// # Examples
+/// ```
+/// use purestate::kernels::{zip_mut, Moved};
+/// let old = vec![1.0f32, 2.0, 3.0];
+/// let mut new = vec![0.0f32; 3];
+/// let g = vec![0.5f32; 3];
+/// zip_mut((Moved::new(&old, &mut new)?, &g[..]), |(p, g)| *p -= g)?;
+/// assert_eq!(new, [0.5, 1.5, 2.5]);
+/// assert_eq!(old, [1.0, 2.0, 3.0]);
+/// # Ok::<(), purestate::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Moved<'a, T> {
+    src: &'a [T],
+    dst: &'a mut [T],
+}
+
+impl<'a, T> Moved<'a, T> {
+    /// The lane reading `src` and writing `dst`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the two lengths differ.
+    pub fn new(src: &'a [T], dst: &'a mut [T]) -> Result<Self> {
+        if src.len() != dst.len() {
+            return Err(Error::InvalidArgument {
+                op: "Moved::new",
+                arg: "dst",
+                reason: format!("source and destination lengths differ: {} and {}", src.len(), dst.len()),
+            });
+        }
+        Ok(Moved { src, dst })
+    }
+}
+
+/// Copies the source element into the destination and hands out the destination (the copy and the body's
+/// reads fold into one load once inlined).
+type MoveFn<'a, T> = fn((&'a mut T, &'a T)) -> &'a mut T;
+
+fn move_item<'a, T: Copy>((dst, src): (&'a mut T, &'a T)) -> &'a mut T {
+    *dst = *src;
+    dst
+}
+
+impl<'a, T: Copy + Send + Sync> Lane for Moved<'a, T> {
+    type Item = &'a mut T;
+    type Iter = std::iter::Map<std::iter::Zip<std::slice::IterMut<'a, T>, std::slice::Iter<'a, T>>, MoveFn<'a, T>>;
+    fn len(&self) -> usize {
+        self.dst.len()
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (s0, s1) = self.src.split_at(mid);
+        let (d0, d1) = self.dst.split_at_mut(mid);
+        (Moved { src: s0, dst: d0 }, Moved { src: s1, dst: d1 })
+    }
+    fn into_items(self) -> Self::Iter {
+        self.dst.iter_mut().zip(self.src.iter()).map(move_item as MoveFn<'a, T>)
+    }
+}
+
+/// A written lane that can be lent again: `&mut [T]` (in place) or [`Moved`] (out of place). The optimizers'
+/// rules are written once over it, so the same body updates an unshared state in place and writes a shared
+/// one's successor into new buffers.
+pub trait LaneMut<T>: Send {
+    /// The lane lent for one loop.
+    type Lent<'b>: Lane<Item = &'b mut T>
+    where
+        Self: 'b,
+        T: 'b;
+    /// Lends the lane for one [`zip_mut`] call.
+    fn lend(&mut self) -> Self::Lent<'_>;
+}
+
+impl<T: Send> LaneMut<T> for &mut [T] {
+    type Lent<'b>
+        = &'b mut [T]
+    where
+        Self: 'b,
+        T: 'b;
+    fn lend(&mut self) -> &mut [T] {
+        self
+    }
+}
+
+impl<T: Copy + Send + Sync> LaneMut<T> for Moved<'_, T> {
+    type Lent<'b>
+        = Moved<'b, T>
+    where
+        Self: 'b,
+        T: 'b;
+    fn lend(&mut self) -> Moved<'_, T> {
+        Moved { src: self.src, dst: self.dst }
+    }
+}
+
 /// A tuple of [`Lane`]s walked together by [`zip_mut`]: `(a,)` up to `(a, b, c, d, e, f)`.
 pub trait Lanes: Send + Sized {
     /// The tuple of items the loop body receives.

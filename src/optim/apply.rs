@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::grad::Grads;
 use crate::kernels;
 use crate::kernels::buffer::Buffer;
+use crate::kernels::{LaneMut, Moved};
 use crate::ops::num::{Float, Real};
 use crate::store::{fingerprint, StateStore};
 use crate::tensor::{Element, Tensor};
@@ -48,20 +49,18 @@ pub(crate) struct UpdateConsts<C> {
     pub(crate) local_step: C,
 }
 
-/// The slot buffers of one variable, in the order its rule's [`Rule::slots`] names them.
-pub(crate) type Slots<'a, T> = [&'a mut [T]];
-
 /// An optimizer's update rule, run on one variable's contiguous buffers.
 pub(crate) trait Rule: Send + Sync + fmt::Debug {
     /// The slots each variable gets: Keras's name and initial value.
     fn slots(&self) -> Vec<(&'static str, f64)>;
 
-    /// Updates `p` and its slots in one pass from the gradient `g`, each gradient element first mapped by
-    /// `gmap` (clipping).
-    fn update<T, G, D>(
+    /// Updates `p` and its slots (in the order [`Rule::slots`] names them) in one pass from the gradient `g`,
+    /// each gradient element first mapped by `gmap` (clipping). The lanes are in place (`&mut [T]`) or out of
+    /// place ([`Moved`]): the same body serves both.
+    fn update<T, L, G, D>(
         &self,
-        p: &mut [T],
-        slots: &mut Slots<'_, T>,
+        p: &mut L,
+        slots: &mut [L],
         g: &[T],
         k: &UpdateConsts<T::C>,
         gmap: G,
@@ -70,6 +69,7 @@ pub(crate) trait Rule: Send + Sync + fmt::Debug {
     where
         T: Float,
         T::C: OptReal,
+        L: LaneMut<T>,
         G: Fn(T::C) -> T::C + Sync + Send + Copy,
         D: Fn(T::C) -> T::C + Sync + Send + Copy;
 }
@@ -397,15 +397,15 @@ impl Core {
 type WrittenFacts = (Vec<u128>, bool);
 
 /// One variable's update as a single pass over memory: `values` are the parameter and its slots, in the order
-/// of [`Rule::slots`]. A buffer this step holds alone is updated in place; a buffer a snapshot or the trainer's
-/// history still holds is read as the source of a new buffer (from the pool when a dead one of that size
-/// exists). Chunk by chunk, while the chunk is in cache, the pass copies the shared sources and runs the rule.
+/// of [`Rule::slots`]. When this step holds every buffer alone, they are updated in place. When a snapshot or the
+/// trainer's history still holds one (the committed step), every value gets a new buffer (from the pool when a
+/// dead one of that size exists) and the rule reads the old buffers and writes the new ones in the same loop
+/// ([`Moved`] lanes): no separate copy.
 ///
-/// When it writes new buffers (the step reads a state that a trainer's head or a snapshot holds: the committed
-/// step), it also hashes and scans each chunk it wrote and returns each value's chunk digests and whether it is
-/// all finite, so that the commit that follows neither copies, nor hashes, nor scans these buffers again. In
-/// place (an unshared state, which no trainer holds) it returns `None` and leaves the hashing to whoever asks
-/// for a fingerprint, as before.
+/// On that copy path it also hashes and scans each chunk it wrote while the chunk is in cache, and returns each
+/// value's chunk digests and whether it is all finite, so that the commit that follows neither copies, nor
+/// hashes, nor scans these buffers again. In place (an unshared state, which no trainer holds) it returns `None`
+/// and leaves the hashing to whoever asks for a fingerprint.
 fn fused_update<R, T, G, D>(
     rule: &R,
     values: &mut [Tensor],
@@ -427,61 +427,58 @@ where
             *value = value.to_standard_layout();
         }
     }
-    // A new buffer for each value another holder shares; `None` where the step may write in place.
-    let mut fresh: Vec<Option<Buffer<T>>> =
-        values.iter().map(|v| (!v.is_unique()).then(|| kernels::buffer::alloc::<T>(n))).collect();
-    let hash = fresh.iter().any(Option::is_some);
-    let facts = {
-        let mut outs: Vec<&mut [T]> = Vec::with_capacity(values.len());
-        let mut ins: Vec<&[T]> = vec![grad];
-        let mut source: Vec<Option<usize>> = Vec::with_capacity(values.len());
-        for (value, buf) in values.iter_mut().zip(fresh.iter_mut()) {
-            match buf {
-                Some(buf) => {
-                    let value: &Tensor = value;
-                    ins.push(value.as_slice::<T>().expect("made contiguous above"));
-                    source.push(Some(ins.len() - 1));
-                    outs.push(buf.as_mut_slice());
-                }
-                None => {
-                    outs.push(slice_mut::<T>(value)?);
-                    source.push(None);
-                }
-            }
-        }
-        let per_chunk = kernels::for_chunks(outs, ins, fingerprint::chunk_elements::<T>(), |outs, ins| {
-            for (out, src) in outs.iter_mut().zip(&source) {
-                if let Some(i) = src {
-                    out.copy_from_slice(ins[*i]);
-                }
-            }
+    let chunk = fingerprint::chunk_elements::<T>();
+    if values.iter().all(Tensor::is_unique) {
+        // This step holds every buffer alone: update in place, no hashing.
+        let outs = values.iter_mut().map(slice_mut::<T>).collect::<Result<Vec<_>>>()?;
+        for done in kernels::for_chunks(outs, vec![grad], chunk, |outs, ins| {
             let (p, slots) = outs.split_first_mut().expect("the parameter is the first lane");
-            rule.update(p, slots, ins[0], consts, gmap, decay)?;
-            if !hash {
-                return Ok(Vec::new());
+            rule.update(p, slots, ins[0], consts, gmap, decay)
+        })? {
+            done?;
+        }
+        return Ok(None);
+    }
+    // The copy path: a snapshot or the trainer's history holds (some of) the buffers. Every value gets a new
+    // buffer (from the pool when a dead one of that size exists), and the rule reads the old buffers and writes
+    // the new ones in the same pass (`Moved` lanes): p, the slots and g read once, the new p and slots written
+    // once. Each chunk is then hashed and checked for NaN/inf while it is still in cache.
+    let mut fresh: Vec<Buffer<T>> = values.iter().map(|_| kernels::buffer::alloc::<T>(n)).collect();
+    let per_chunk = {
+        let outs: Vec<&mut [T]> = fresh.iter_mut().map(|b| b.as_mut_slice()).collect();
+        let mut ins: Vec<&[T]> = vec![grad];
+        for value in values.iter() {
+            ins.push(value.as_slice::<T>().expect("made contiguous above"));
+        }
+        kernels::for_chunks(outs, ins, chunk, |outs, ins| {
+            {
+                let mut lanes = outs
+                    .iter_mut()
+                    .zip(&ins[1..])
+                    .map(|(out, old)| Moved::new(old, out))
+                    .collect::<Result<Vec<_>>>()?;
+                let (p, slots) = lanes.split_first_mut().expect("the parameter is the first lane");
+                rule.update(p, slots, ins[0], consts, gmap, decay)?;
             }
             Ok::<_, Error>(
                 outs.iter()
                     .map(|o| (fingerprint::chunk_digest(o), !kernels::any(o, |x: T| !x.up().is_finite())))
                     .collect::<Vec<_>>(),
             )
-        })?;
-        let mut facts: Vec<WrittenFacts> = vec![(Vec::with_capacity(per_chunk.len()), true); values.len()];
-        for chunk in per_chunk {
-            for ((digests, finite), (digest, chunk_finite)) in facts.iter_mut().zip(chunk?) {
-                digests.push(digest);
-                *finite &= chunk_finite;
-            }
-        }
-        hash.then_some(facts)
+        })?
     };
-    for (value, buf) in values.iter_mut().zip(fresh) {
-        if let Some(buf) = buf {
-            let dims = value.dims().to_vec();
-            *value = Tensor::from_ndarray(buf.into_arrayd(&dims).into_shared());
+    let mut facts: Vec<WrittenFacts> = vec![(Vec::with_capacity(per_chunk.len()), true); values.len()];
+    for chunk in per_chunk {
+        for ((digests, finite), (digest, chunk_finite)) in facts.iter_mut().zip(chunk?) {
+            digests.push(digest);
+            *finite &= chunk_finite;
         }
     }
-    Ok(facts)
+    for (value, buf) in values.iter_mut().zip(fresh) {
+        let dims = value.dims().to_vec();
+        *value = Tensor::from_ndarray(buf.into_arrayd(&dims).into_shared());
+    }
+    Ok(Some(facts))
 }
 
 /// The sum of squares of a float tensor's elements, in its compute precision, in a fixed order.

@@ -238,4 +238,4 @@ macro_rules! common_options {
 }
 pub(crate) use common_options;
 
-pub(crate) use apply::{Core, Rule, Slots, UpdateConsts};
+pub(crate) use apply::{Core, Rule, UpdateConsts};

@@ -1,8 +1,8 @@
 //! [`RmsProp`] (keras/src/optimizers/rmsprop.py, Keras 3).
 
-use super::{common_options, Core, Rule, Slots, UpdateConsts};
+use super::{common_options, Core, Rule, UpdateConsts};
 use crate::error::Result;
-use crate::kernels::zip_mut;
+use crate::kernels::{zip_mut, LaneMut};
 use crate::ops::num::{Float, Real};
 use crate::optim::apply::OptReal;
 
@@ -81,10 +81,10 @@ impl Rule for RmsRule {
         slots
     }
 
-    fn update<T, G, D>(
+    fn update<T, L, G, D>(
         &self,
-        p: &mut [T],
-        slots: &mut Slots<'_, T>,
+        p: &mut L,
+        slots: &mut [L],
         g: &[T],
         k: &UpdateConsts<T::C>,
         gmap: G,
@@ -93,6 +93,7 @@ impl Rule for RmsRule {
     where
         T: Float,
         T::C: OptReal,
+        L: LaneMut<T>,
         G: Fn(T::C) -> T::C + Sync + Send + Copy,
         D: Fn(T::C) -> T::C + Sync + Send + Copy,
     {
@@ -103,13 +104,13 @@ impl Rule for RmsRule {
         let lr = k.lr;
         let velocity = move |v: T::C, g: T::C| rho * v + one_minus_rho * (g * g);
         match slots {
-            [v] => zip_mut((p, &mut **v, g), |(p, v, g)| {
+            [v] => zip_mut((p.lend(), v.lend(), g), |(p, v, g)| {
                 let w = decay(p.up());
                 let g = gmap(g.up());
                 *v = T::down(velocity(v.up(), g));
                 *p = T::down(w - lr * g / (v.up() + eps).sqrt());
             }),
-            [v, m] if self.momentum > 0.0 => zip_mut((p, &mut **v, &mut **m, g), |(p, v, m, g)| {
+            [v, m] if self.momentum > 0.0 => zip_mut((p.lend(), v.lend(), m.lend(), g), |(p, v, m, g)| {
                 let w = decay(p.up());
                 let g = gmap(g.up());
                 *v = T::down(velocity(v.up(), g));
@@ -117,7 +118,7 @@ impl Rule for RmsRule {
                 *m = T::down(momentum * m.up() + inc);
                 *p = T::down(w - m.up());
             }),
-            [v, a] => zip_mut((p, &mut **v, &mut **a, g), |(p, v, a, g)| {
+            [v, a] => zip_mut((p.lend(), v.lend(), a.lend(), g), |(p, v, a, g)| {
                 let w = decay(p.up());
                 let g = gmap(g.up());
                 *v = T::down(velocity(v.up(), g));
@@ -125,7 +126,7 @@ impl Rule for RmsRule {
                 let den = v.up() - a.up() * a.up() + eps;
                 *p = T::down(w - lr * g / den.sqrt());
             }),
-            [v, m, a] => zip_mut((p, &mut **v, &mut **m, &mut **a, g), |(p, v, m, a, g)| {
+            [v, m, a] => zip_mut((p.lend(), v.lend(), m.lend(), a.lend(), g), |(p, v, m, a, g)| {
                 let w = decay(p.up());
                 let g = gmap(g.up());
                 *v = T::down(velocity(v.up(), g));

@@ -1,9 +1,9 @@
 //! [`Sgd`]: stochastic gradient descent with optional momentum and Nesterov momentum
 //! (keras/src/optimizers/sgd.py, Keras 3).
 
-use super::{common_options, Core, Rule, Slots, UpdateConsts};
+use super::{common_options, Core, Rule, UpdateConsts};
 use crate::error::Result;
-use crate::kernels::zip_mut;
+use crate::kernels::{zip_mut, LaneMut};
 use crate::ops::num::Float;
 use crate::optim::apply::OptReal;
 
@@ -59,10 +59,10 @@ impl Rule for SgdRule {
         }
     }
 
-    fn update<T, G, D>(
+    fn update<T, L, G, D>(
         &self,
-        p: &mut [T],
-        slots: &mut Slots<'_, T>,
+        p: &mut L,
+        slots: &mut [L],
         g: &[T],
         k: &UpdateConsts<T::C>,
         gmap: G,
@@ -71,19 +71,20 @@ impl Rule for SgdRule {
     where
         T: Float,
         T::C: OptReal,
+        L: LaneMut<T>,
         G: Fn(T::C) -> T::C + Sync + Send + Copy,
         D: Fn(T::C) -> T::C + Sync + Send + Copy,
     {
         let lr = k.lr;
         match slots {
-            [] => zip_mut((p, g), |(p, g)| {
+            [] => zip_mut((p.lend(), g), |(p, g)| {
                 let w = decay(p.up());
                 *p = T::down(w - gmap(g.up()) * lr);
             }),
             // The nesterov choice is made once, outside the loop, so that each loop vectorizes.
             [m] if self.nesterov => {
                 let momentum = T::C::of(self.momentum);
-                zip_mut((p, &mut **m, g), |(p, m, g)| {
+                zip_mut((p.lend(), m.lend(), g), |(p, m, g)| {
                     let w = decay(p.up());
                     let g = gmap(g.up());
                     *m = T::down(m.up() * momentum - g * lr);
@@ -92,7 +93,7 @@ impl Rule for SgdRule {
             }
             [m] => {
                 let momentum = T::C::of(self.momentum);
-                zip_mut((p, &mut **m, g), |(p, m, g)| {
+                zip_mut((p.lend(), m.lend(), g), |(p, m, g)| {
                     let w = decay(p.up());
                     let g = gmap(g.up());
                     *m = T::down(m.up() * momentum - g * lr);
