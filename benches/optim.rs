@@ -38,6 +38,29 @@ fn adam_loop(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], alpha: f32,
     }
 }
 
+/// The same Adam loop out of place: reads p, m, v and g, writes new p, m and v elsewhere (the floor for a step
+/// whose previous state stays readable, as a trainer's history needs).
+#[allow(clippy::too_many_arguments)]
+fn adam_out_of_place(
+    (p0, m0, v0): (&[f32], &[f32], &[f32]),
+    (p1, m1, v1): (&mut [f32], &mut [f32], &mut [f32]),
+    g: &[f32],
+    alpha: f32,
+    c1: f32,
+    c2: f32,
+    eps: f32,
+) {
+    let new = p1.iter_mut().zip(m1.iter_mut()).zip(v1.iter_mut());
+    let old = p0.iter().zip(m0).zip(v0).zip(g);
+    for (((p1, m1), v1), (((&p, &m), &v), &g)) in new.zip(old) {
+        let m = m + (g - m) * c1;
+        let v = v + (g * g - v) * c2;
+        *m1 = m;
+        *v1 = v;
+        *p1 = p - m * alpha / (v.sqrt() + eps);
+    }
+}
+
 fn sgd_loop(p: &mut [f32], m: &mut [f32], g: &[f32], momentum: f32, lr: f32) {
     for ((p, m), &g) in p.iter_mut().zip(m.iter_mut()).zip(g) {
         *m = *m * momentum - g * lr;
@@ -131,6 +154,19 @@ fn bench_optim(c: &mut Criterion) {
         group.bench_function("hand_written_in_place", |b| {
             b.iter(|| adam_loop(&mut p, &mut m, &mut v, black_box(&g), 1e-3, 0.1, 0.001, 1e-7))
         });
+        // Two sets of buffers written in turn, as a trainer keeping the last two versions would.
+        let mut sets = [[p.clone(), m.clone(), v.clone()], [p.clone(), m.clone(), v.clone()]];
+        let mut turn = 0;
+        group.bench_function("hand_written_out_of_place", |b| {
+            b.iter(|| {
+                let (first, second) = sets.split_at_mut(1);
+                let (old, new) = if turn % 2 == 0 { (&first[0], &mut second[0]) } else { (&second[0], &mut first[0]) };
+                let [p1, m1, v1] = new;
+                adam_out_of_place((&old[0], &old[1], &old[2]), (p1, m1, v1), black_box(&g), 1e-3, 0.1, 0.001, 1e-7);
+                turn += 1;
+            })
+        });
+        drop(sets);
         let src = vec![1u8; 14 * n];
         let mut dst = vec![0u8; 14 * n];
         group.bench_function("memcpy_same_bytes", |b| b.iter(|| dst.copy_from_slice(black_box(&src))));

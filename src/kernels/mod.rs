@@ -38,7 +38,7 @@ pub use chunks::for_chunks;
 pub use fill::fill_indexed;
 pub use reduce::{argmax_by, fold_chunks, map_rows, min_max_by, sum_by, Acc};
 pub use unary::{fill, map, map_inplace, map_slice};
-pub use zip_mut::{zip_mut, LaneMut, Lanes, Moved};
+pub use zip_mut::{zip_mut, Lanes, Moved};
 
 /// Elements below which a loop stays on the calling thread.
 ///

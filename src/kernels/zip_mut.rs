@@ -50,10 +50,10 @@ impl<'a, T: Copy + Sync> Lane for &'a [T] {
     }
 }
 
-/// A lane updated out of place: each item starts as the element of `src` and is written to `dst` (the two do
-/// not overlap). A loop body written for an in-place `&mut [T]` lane runs unchanged on it; once inlined, the
-/// element is read from `src` and only the body's result is stored to `dst`, so the update and the copy a
-/// persistent state needs (its old buffer stays with a snapshot) are one pass over memory.
+/// A lane updated out of place: its item is `(&mut new, old)`, the element of `dst` to write and the element
+/// of `src` (the two do not overlap). The optimizers' copy path reads the old state and writes the new one in
+/// one loop through it, so the copy a persistent state needs (its old buffer stays with a snapshot) costs no
+/// pass of its own.
 ///
 /// # Examples
 /// ```
@@ -61,7 +61,7 @@ impl<'a, T: Copy + Sync> Lane for &'a [T] {
 /// let old = vec![1.0f32, 2.0, 3.0];
 /// let mut new = vec![0.0f32; 3];
 /// let g = vec![0.5f32; 3];
-/// zip_mut((Moved::new(&old, &mut new)?, &g[..]), |(p, g)| *p -= g)?;
+/// zip_mut((Moved::new(&old, &mut new)?, &g[..]), |((p_new, p), g)| *p_new = p - g)?;
 /// assert_eq!(new, [0.5, 1.5, 2.5]);
 /// assert_eq!(old, [1.0, 2.0, 3.0]);
 /// # Ok::<(), purestate::Error>(())
@@ -89,18 +89,9 @@ impl<'a, T> Moved<'a, T> {
     }
 }
 
-/// Copies the source element into the destination and hands out the destination (the copy and the body's
-/// reads fold into one load once inlined).
-type MoveFn<'a, T> = fn((&'a mut T, &'a T)) -> &'a mut T;
-
-fn move_item<'a, T: Copy>((dst, src): (&'a mut T, &'a T)) -> &'a mut T {
-    *dst = *src;
-    dst
-}
-
 impl<'a, T: Copy + Send + Sync> Lane for Moved<'a, T> {
-    type Item = &'a mut T;
-    type Iter = std::iter::Map<std::iter::Zip<std::slice::IterMut<'a, T>, std::slice::Iter<'a, T>>, MoveFn<'a, T>>;
+    type Item = (&'a mut T, T);
+    type Iter = std::iter::Zip<std::slice::IterMut<'a, T>, std::iter::Copied<std::slice::Iter<'a, T>>>;
     fn len(&self) -> usize {
         self.dst.len()
     }
@@ -110,42 +101,7 @@ impl<'a, T: Copy + Send + Sync> Lane for Moved<'a, T> {
         (Moved { src: s0, dst: d0 }, Moved { src: s1, dst: d1 })
     }
     fn into_items(self) -> Self::Iter {
-        self.dst.iter_mut().zip(self.src.iter()).map(move_item as MoveFn<'a, T>)
-    }
-}
-
-/// A written lane that can be lent again: `&mut [T]` (in place) or [`Moved`] (out of place). The optimizers'
-/// rules are written once over it, so the same body updates an unshared state in place and writes a shared
-/// one's successor into new buffers.
-pub trait LaneMut<T>: Send {
-    /// The lane lent for one loop.
-    type Lent<'b>: Lane<Item = &'b mut T>
-    where
-        Self: 'b,
-        T: 'b;
-    /// Lends the lane for one [`zip_mut`] call.
-    fn lend(&mut self) -> Self::Lent<'_>;
-}
-
-impl<T: Send> LaneMut<T> for &mut [T] {
-    type Lent<'b>
-        = &'b mut [T]
-    where
-        Self: 'b,
-        T: 'b;
-    fn lend(&mut self) -> &mut [T] {
-        self
-    }
-}
-
-impl<T: Copy + Send + Sync> LaneMut<T> for Moved<'_, T> {
-    type Lent<'b>
-        = Moved<'b, T>
-    where
-        Self: 'b,
-        T: 'b;
-    fn lend(&mut self) -> Moved<'_, T> {
-        Moved { src: self.src, dst: self.dst }
+        self.dst.iter_mut().zip(self.src.iter().copied())
     }
 }
 

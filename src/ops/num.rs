@@ -47,7 +47,6 @@ pub(crate) trait Real:
     + std::ops::Neg<Output = Self>
 {
     const ONE: Self;
-    fn is_finite(self) -> bool;
     fn sqrt(self) -> Self;
     fn exp(self) -> Self;
     fn ln(self) -> Self;
@@ -63,8 +62,6 @@ macro_rules! real {
     ($($t:ident),*) => {$(
         impl Real for $t {
             const ONE: Self = 1.0;
-            #[inline]
-            fn is_finite(self) -> bool { $t::is_finite(self) }
             #[inline]
             fn sqrt(self) -> Self { $t::sqrt(self) }
             #[inline]

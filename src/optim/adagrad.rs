@@ -1,8 +1,7 @@
 //! [`Adagrad`] (keras/src/optimizers/adagrad.py, Keras 3).
 
-use super::{common_options, Core, Rule, UpdateConsts};
+use super::{common_options, fused, Core, Rule, UpdateConsts, VarLane};
 use crate::error::Result;
-use crate::kernels::{zip_mut, LaneMut};
 use crate::ops::num::{Float, Real};
 use crate::optim::apply::OptReal;
 
@@ -55,10 +54,10 @@ impl Rule for AdagradRule {
         vec![("accumulator", self.initial_accumulator_value)]
     }
 
-    fn update<T, L, G, D>(
+    fn update<T, G, D>(
         &self,
-        p: &mut L,
-        slots: &mut [L],
+        p: &mut VarLane<'_, T>,
+        slots: &mut [VarLane<'_, T>],
         g: &[T],
         k: &UpdateConsts<T::C>,
         gmap: G,
@@ -67,14 +66,13 @@ impl Rule for AdagradRule {
     where
         T: Float,
         T::C: OptReal,
-        L: LaneMut<T>,
         G: Fn(T::C) -> T::C + Sync + Send + Copy,
         D: Fn(T::C) -> T::C + Sync + Send + Copy,
     {
         let eps = <T::C as OptReal>::of(self.epsilon);
         let k = *k;
         let [acc] = slots else { unreachable!("Adagrad has one slot") };
-        zip_mut((p.lend(), acc.lend(), g), |(p, acc, g)| {
+        fused!(g; p, acc; |p: &mut T, acc: &mut T, g: T| {
             let w = decay(p.up());
             let g = gmap(g.up());
             *acc = T::down(acc.up() + g * g);

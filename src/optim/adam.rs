@@ -1,8 +1,7 @@
 //! [`Adam`] and [`AdamW`] (keras/src/optimizers/adam.py and adamw.py, Keras 3).
 
-use super::{common_options, Core, Rule, UpdateConsts};
+use super::{common_options, fused, Core, Rule, UpdateConsts, VarLane};
 use crate::error::Result;
-use crate::kernels::{zip_mut, LaneMut};
 use crate::ops::num::{Float, Real};
 use crate::optim::apply::OptReal;
 
@@ -110,10 +109,10 @@ impl Rule for AdamRule {
         slots
     }
 
-    fn update<T, L, G, D>(
+    fn update<T, G, D>(
         &self,
-        p: &mut L,
-        slots: &mut [L],
+        p: &mut VarLane<'_, T>,
+        slots: &mut [VarLane<'_, T>],
         g: &[T],
         k: &UpdateConsts<T::C>,
         gmap: G,
@@ -122,7 +121,6 @@ impl Rule for AdamRule {
     where
         T: Float,
         T::C: OptReal,
-        L: LaneMut<T>,
         G: Fn(T::C) -> T::C + Sync + Send + Copy,
         D: Fn(T::C) -> T::C + Sync + Send + Copy,
     {
@@ -133,7 +131,7 @@ impl Rule for AdamRule {
         let alpha = k.lr * (one - beta_2_power).sqrt() / (one - beta_1_power);
         let (c1, c2, eps) = (of(1.0 - self.beta_1), of(1.0 - self.beta_2), of(self.epsilon));
         match slots {
-            [m, v] => zip_mut((p.lend(), m.lend(), v.lend(), g), |(p, m, v, g)| {
+            [m, v] => fused!(g; p, m, v; |p: &mut T, m: &mut T, v: &mut T, g: T| {
                 let w = decay(p.up());
                 let g = gmap(g.up());
                 let m_new = m.up() + (g - m.up()) * c1;
@@ -143,7 +141,7 @@ impl Rule for AdamRule {
                 let (m_new, v_new) = (m.up(), v.up());
                 *p = T::down(w - m_new * alpha / (v_new.sqrt() + eps));
             }),
-            [m, v, v_hat] => zip_mut((p.lend(), m.lend(), v.lend(), v_hat.lend(), g), |(p, m, v, v_hat, g)| {
+            [m, v, v_hat] => fused!(g; p, m, v, v_hat; |p: &mut T, m: &mut T, v: &mut T, v_hat: &mut T, g: T| {
                 let w = decay(p.up());
                 let g = gmap(g.up());
                 let m_new = m.up() + (g - m.up()) * c1;

@@ -12,7 +12,6 @@ use crate::error::{Error, Result};
 use crate::grad::Grads;
 use crate::kernels;
 use crate::kernels::buffer::Buffer;
-use crate::kernels::{LaneMut, Moved};
 use crate::ops::num::{Float, Real};
 use crate::store::{fingerprint, StateStore};
 use crate::tensor::{Element, Tensor};
@@ -49,18 +48,67 @@ pub(crate) struct UpdateConsts<C> {
     pub(crate) local_step: C,
 }
 
+/// One buffer of a variable's update (the parameter or a slot): written in place (`src: None`), or read from
+/// the old buffer `src` and written to the new buffer `dst` (the committed step, whose old state a snapshot or
+/// the trainer's history keeps).
+#[derive(Debug)]
+pub(crate) struct VarLane<'a, T> {
+    pub(crate) dst: &'a mut [T],
+    pub(crate) src: Option<&'a [T]>,
+}
+
+/// The error of lanes of one update that are neither all in place nor all out of place (a bug in the driver).
+pub(crate) fn mixed_lanes() -> Error {
+    Error::InvalidArgument {
+        op: "Optimizer::apply",
+        arg: "lanes",
+        reason: "a variable's buffers must be updated all in place or all out of place".into(),
+    }
+}
+
+/// Runs a rule's element update over a variable's [`VarLane`]s and its gradient, in one pass:
+/// `fused!(g; p, m, v; |p: &mut T, m: &mut T, v: &mut T, g: T| { ... })`. The body reads and writes each
+/// element through `&mut`; in place these point into the buffers, out of place they point to copies of the old
+/// elements, written to the new buffers after the body (one loop reading the old state and writing the new,
+/// vectorized like the in-place one).
+macro_rules! fused {
+    ($g:expr; $($lane:ident),+; $body:expr) => {{
+        let body = $body;
+        if true $(&& $lane.src.is_none())+ {
+            $crate::kernels::zip_mut(($(&mut *$lane.dst,)+ $g), |($($lane,)+ g)| body($($lane,)+ g))
+        } else {
+            (|| {
+                $crate::kernels::zip_mut(
+                    (
+                        $($crate::kernels::Moved::new(
+                            $lane.src.ok_or_else($crate::optim::apply::mixed_lanes)?,
+                            &mut *$lane.dst,
+                        )?,)+
+                        $g,
+                    ),
+                    |($(mut $lane,)+ g)| {
+                        body($(&mut $lane.1,)+ g);
+                        $(*$lane.0 = $lane.1;)+
+                    },
+                )
+            })()
+        }
+    }};
+}
+pub(crate) use fused;
+
 /// An optimizer's update rule, run on one variable's contiguous buffers.
 pub(crate) trait Rule: Send + Sync + fmt::Debug {
     /// The slots each variable gets: Keras's name and initial value.
     fn slots(&self) -> Vec<(&'static str, f64)>;
 
     /// Updates `p` and its slots (in the order [`Rule::slots`] names them) in one pass from the gradient `g`,
-    /// each gradient element first mapped by `gmap` (clipping). The lanes are in place (`&mut [T]`) or out of
-    /// place ([`Moved`]): the same body serves both.
-    fn update<T, L, G, D>(
+    /// each gradient element first mapped by `gmap` (clipping). The lanes are all in place or all out of place
+    /// ([`VarLane`]); a rule writes its element update once, through `fused!`.
+    fn update<T, G, D>(
         &self,
-        p: &mut L,
-        slots: &mut [L],
+        p: &mut VarLane<'_, T>,
+        slots: &mut [VarLane<'_, T>],
         g: &[T],
         k: &UpdateConsts<T::C>,
         gmap: G,
@@ -69,7 +117,6 @@ pub(crate) trait Rule: Send + Sync + fmt::Debug {
     where
         T: Float,
         T::C: OptReal,
-        L: LaneMut<T>,
         G: Fn(T::C) -> T::C + Sync + Send + Copy,
         D: Fn(T::C) -> T::C + Sync + Send + Copy;
 }
@@ -400,7 +447,7 @@ type WrittenFacts = (Vec<u128>, bool);
 /// of [`Rule::slots`]. When this step holds every buffer alone, they are updated in place. When a snapshot or the
 /// trainer's history still holds one (the committed step), every value gets a new buffer (from the pool when a
 /// dead one of that size exists) and the rule reads the old buffers and writes the new ones in the same loop
-/// ([`Moved`] lanes): no separate copy.
+/// ([`VarLane`]s with a source): no separate copy.
 ///
 /// On that copy path it also hashes and scans each chunk it wrote while the chunk is in cache, and returns each
 /// value's chunk digests and whether it is all finite, so that the commit that follows neither copies, nor
@@ -432,7 +479,9 @@ where
         // This step holds every buffer alone: update in place, no hashing.
         let outs = values.iter_mut().map(slice_mut::<T>).collect::<Result<Vec<_>>>()?;
         for done in kernels::for_chunks(outs, vec![grad], chunk, |outs, ins| {
-            let (p, slots) = outs.split_first_mut().expect("the parameter is the first lane");
+            let mut lanes: Vec<VarLane<'_, T>> =
+                outs.iter_mut().map(|dst| VarLane { dst: &mut **dst, src: None }).collect();
+            let (p, slots) = lanes.split_first_mut().expect("the parameter is the first lane");
             rule.update(p, slots, ins[0], consts, gmap, decay)
         })? {
             done?;
@@ -452,19 +501,15 @@ where
         }
         kernels::for_chunks(outs, ins, chunk, |outs, ins| {
             {
-                let mut lanes = outs
+                let mut lanes: Vec<VarLane<'_, T>> = outs
                     .iter_mut()
                     .zip(&ins[1..])
-                    .map(|(out, old)| Moved::new(old, out))
-                    .collect::<Result<Vec<_>>>()?;
+                    .map(|(dst, old)| VarLane { dst: &mut **dst, src: Some(*old) })
+                    .collect();
                 let (p, slots) = lanes.split_first_mut().expect("the parameter is the first lane");
                 rule.update(p, slots, ins[0], consts, gmap, decay)?;
             }
-            Ok::<_, Error>(
-                outs.iter()
-                    .map(|o| (fingerprint::chunk_digest(o), !kernels::any(o, |x: T| !x.up().is_finite())))
-                    .collect::<Vec<_>>(),
-            )
+            Ok::<_, Error>(outs.iter().map(|o| (fingerprint::chunk_digest(o), all_finite(o))).collect::<Vec<_>>())
         })?
     };
     let mut facts: Vec<WrittenFacts> = vec![(Vec::with_capacity(per_chunk.len()), true); values.len()];
@@ -479,6 +524,26 @@ where
         *value = Tensor::from_ndarray(buf.into_arrayd(&dims).into_shared());
     }
     Ok(Some(facts))
+}
+
+/// Whether every element is finite, in one branch-free pass: `x * 0` is 0 for a finite `x` and NaN for an
+/// infinite or NaN one, and eight independent sums of those (which vectorize) stay 0 exactly when all are.
+fn all_finite<T: Float>(s: &[T]) -> bool
+where
+    T::C: OptReal,
+{
+    let zero = <T::C as OptReal>::of(0.0);
+    let mut acc = [zero; 8];
+    let blocks = s.chunks_exact(8);
+    for &x in blocks.remainder() {
+        acc[0] = acc[0] + x.up() * zero;
+    }
+    for block in blocks {
+        for (a, &x) in acc.iter_mut().zip(block) {
+            *a = *a + x.up() * zero;
+        }
+    }
+    acc.iter().all(|&a| a == zero)
 }
 
 /// The sum of squares of a float tensor's elements, in its compute precision, in a fixed order.
@@ -519,4 +584,29 @@ fn slice_mut<T: Element>(t: &mut Tensor) -> Result<&mut [T]> {
         *a = a.as_standard_layout().into_owned().into_shared();
     }
     Ok(a.as_slice_mut().expect("a standard-layout array is contiguous"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_finite_finds_every_non_finite_value_at_every_position() {
+        let finite = [0.0f32, -0.0, 1.5, -3.0, f32::MAX, f32::MIN, f32::MIN_POSITIVE, 1e-45];
+        for n in [0usize, 1, 7, 8, 9, 17, 64] {
+            let base: Vec<f32> = (0..n).map(|i| finite[i % finite.len()]).collect();
+            assert!(all_finite(&base), "n = {n}");
+            for i in 0..n {
+                for bad in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN] {
+                    let mut s = base.clone();
+                    s[i] = bad;
+                    assert!(!all_finite(&s), "{bad} at {i} of {n}");
+                }
+            }
+        }
+        assert!(all_finite(&[f64::MAX, -1.0, 0.0]));
+        assert!(!all_finite(&[1.0f64, f64::NAN]));
+        assert!(all_finite(&[f16::MAX, f16::MIN]) && all_finite(&[bf16::MAX, bf16::MIN]));
+        assert!(!all_finite(&[f16::INFINITY]) && !all_finite(&[bf16::NAN]));
+    }
 }

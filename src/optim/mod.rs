@@ -238,4 +238,4 @@ macro_rules! common_options {
 }
 pub(crate) use common_options;
 
-pub(crate) use apply::{Core, Rule, UpdateConsts};
+pub(crate) use apply::{fused, Core, Rule, UpdateConsts, VarLane};

@@ -1,8 +1,7 @@
 //! [`RmsProp`] (keras/src/optimizers/rmsprop.py, Keras 3).
 
-use super::{common_options, Core, Rule, UpdateConsts};
+use super::{common_options, fused, Core, Rule, UpdateConsts, VarLane};
 use crate::error::Result;
-use crate::kernels::{zip_mut, LaneMut};
 use crate::ops::num::{Float, Real};
 use crate::optim::apply::OptReal;
 
@@ -81,10 +80,10 @@ impl Rule for RmsRule {
         slots
     }
 
-    fn update<T, L, G, D>(
+    fn update<T, G, D>(
         &self,
-        p: &mut L,
-        slots: &mut [L],
+        p: &mut VarLane<'_, T>,
+        slots: &mut [VarLane<'_, T>],
         g: &[T],
         k: &UpdateConsts<T::C>,
         gmap: G,
@@ -93,7 +92,6 @@ impl Rule for RmsRule {
     where
         T: Float,
         T::C: OptReal,
-        L: LaneMut<T>,
         G: Fn(T::C) -> T::C + Sync + Send + Copy,
         D: Fn(T::C) -> T::C + Sync + Send + Copy,
     {
@@ -104,13 +102,13 @@ impl Rule for RmsRule {
         let lr = k.lr;
         let velocity = move |v: T::C, g: T::C| rho * v + one_minus_rho * (g * g);
         match slots {
-            [v] => zip_mut((p.lend(), v.lend(), g), |(p, v, g)| {
+            [v] => fused!(g; p, v; |p: &mut T, v: &mut T, g: T| {
                 let w = decay(p.up());
                 let g = gmap(g.up());
                 *v = T::down(velocity(v.up(), g));
                 *p = T::down(w - lr * g / (v.up() + eps).sqrt());
             }),
-            [v, m] if self.momentum > 0.0 => zip_mut((p.lend(), v.lend(), m.lend(), g), |(p, v, m, g)| {
+            [v, m] if self.momentum > 0.0 => fused!(g; p, v, m; |p: &mut T, v: &mut T, m: &mut T, g: T| {
                 let w = decay(p.up());
                 let g = gmap(g.up());
                 *v = T::down(velocity(v.up(), g));
@@ -118,7 +116,7 @@ impl Rule for RmsRule {
                 *m = T::down(momentum * m.up() + inc);
                 *p = T::down(w - m.up());
             }),
-            [v, a] => zip_mut((p.lend(), v.lend(), a.lend(), g), |(p, v, a, g)| {
+            [v, a] => fused!(g; p, v, a; |p: &mut T, v: &mut T, a: &mut T, g: T| {
                 let w = decay(p.up());
                 let g = gmap(g.up());
                 *v = T::down(velocity(v.up(), g));
@@ -126,7 +124,7 @@ impl Rule for RmsRule {
                 let den = v.up() - a.up() * a.up() + eps;
                 *p = T::down(w - lr * g / den.sqrt());
             }),
-            [v, m, a] => zip_mut((p.lend(), v.lend(), m.lend(), a.lend(), g), |(p, v, m, a, g)| {
+            [v, m, a] => fused!(g; p, v, m, a; |p: &mut T, v: &mut T, m: &mut T, a: &mut T, g: T| {
                 let w = decay(p.up());
                 let g = gmap(g.up());
                 *v = T::down(velocity(v.up(), g));

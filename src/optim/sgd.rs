@@ -1,9 +1,8 @@
 //! [`Sgd`]: stochastic gradient descent with optional momentum and Nesterov momentum
 //! (keras/src/optimizers/sgd.py, Keras 3).
 
-use super::{common_options, Core, Rule, UpdateConsts};
+use super::{common_options, fused, Core, Rule, UpdateConsts, VarLane};
 use crate::error::Result;
-use crate::kernels::{zip_mut, LaneMut};
 use crate::ops::num::Float;
 use crate::optim::apply::OptReal;
 
@@ -59,10 +58,10 @@ impl Rule for SgdRule {
         }
     }
 
-    fn update<T, L, G, D>(
+    fn update<T, G, D>(
         &self,
-        p: &mut L,
-        slots: &mut [L],
+        p: &mut VarLane<'_, T>,
+        slots: &mut [VarLane<'_, T>],
         g: &[T],
         k: &UpdateConsts<T::C>,
         gmap: G,
@@ -71,20 +70,19 @@ impl Rule for SgdRule {
     where
         T: Float,
         T::C: OptReal,
-        L: LaneMut<T>,
         G: Fn(T::C) -> T::C + Sync + Send + Copy,
         D: Fn(T::C) -> T::C + Sync + Send + Copy,
     {
         let lr = k.lr;
         match slots {
-            [] => zip_mut((p.lend(), g), |(p, g)| {
+            [] => fused!(g; p; |p: &mut T, g: T| {
                 let w = decay(p.up());
                 *p = T::down(w - gmap(g.up()) * lr);
             }),
             // The nesterov choice is made once, outside the loop, so that each loop vectorizes.
             [m] if self.nesterov => {
                 let momentum = T::C::of(self.momentum);
-                zip_mut((p.lend(), m.lend(), g), |(p, m, g)| {
+                fused!(g; p, m; |p: &mut T, m: &mut T, g: T| {
                     let w = decay(p.up());
                     let g = gmap(g.up());
                     *m = T::down(m.up() * momentum - g * lr);
@@ -93,7 +91,7 @@ impl Rule for SgdRule {
             }
             [m] => {
                 let momentum = T::C::of(self.momentum);
-                zip_mut((p.lend(), m.lend(), g), |(p, m, g)| {
+                fused!(g; p, m; |p: &mut T, m: &mut T, g: T| {
                     let w = decay(p.up());
                     let g = gmap(g.up());
                     *m = T::down(m.up() * momentum - g * lr);
