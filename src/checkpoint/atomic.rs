@@ -34,11 +34,44 @@ pub(crate) fn write_atomic(target: &Path, write: impl FnOnce(&mut dyn Write) -> 
     let dir = parent_dir(target);
     remove_stray_temp_files(dir);
     let (tmp_path, file) = create_temp(dir, name).map_err(io_err)?;
-    let written = write_sync_rename(file, &tmp_path, target, write);
+    let written = write_sync_rename(file, 1 << 20, &tmp_path, target, write);
     if let Err(source) = written {
         let _ = fs::remove_file(&tmp_path);
         return Err(io_err(source));
     }
+    sync_directory(dir)
+}
+
+/// Writes `target` as [`write_atomic`] does (temporary file, fsync, rename) but leaves out the directory
+/// fsync and the removal of stray temporary files, for a caller that writes many files into few directories:
+/// the new name is durable only once the caller has fsynced the directory ([`sync_directory`]), and the
+/// caller removes strays ([`remove_stray_temp_files`]) itself. `size` is a hint of the bytes `write` writes.
+///
+/// # Errors
+/// [`Error::Io`] naming `target`; the temporary file is removed and `target` is untouched.
+pub(crate) fn write_renamed(
+    target: &Path,
+    size: usize,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<()> {
+    let io_err = |source| Error::Io { file: target.to_path_buf(), source };
+    let name = target
+        .file_name()
+        .ok_or_else(|| io_err(io::Error::new(io::ErrorKind::InvalidInput, "the path names no file")))?;
+    let (tmp_path, file) = create_temp(parent_dir(target), name).map_err(io_err)?;
+    let written = write_sync_rename(file, size.clamp(8 << 10, 1 << 20), &tmp_path, target, write);
+    if let Err(source) = written {
+        let _ = fs::remove_file(&tmp_path);
+        return Err(io_err(source));
+    }
+    Ok(())
+}
+
+/// Fsyncs the directory `dir`, so that the names renamed into it are durable.
+///
+/// # Errors
+/// [`Error::Io`] naming `dir`.
+pub(crate) fn sync_directory(dir: &Path) -> Result<()> {
     sync_dir(dir).map_err(|source| Error::Io { file: dir.to_path_buf(), source })
 }
 
@@ -94,11 +127,12 @@ pub(crate) fn parent_dir(target: &Path) -> &Path {
 
 fn write_sync_rename(
     file: File,
+    capacity: usize,
     tmp_path: &Path,
     target: &Path,
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<()> {
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut out = BufWriter::with_capacity(capacity, file);
     write(&mut out)?;
     let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
     file.sync_all()?;

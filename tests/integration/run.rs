@@ -222,7 +222,7 @@ fn not_a_run_and_newer_format_are_typed_errors() {
     fs::write(path.join("RUN"), br#"{"format":"purestate.run","format_version":99}"#).unwrap();
     let before = snapshot(&path);
     let err = Trainer::<u64>::open_run(&path, RunOptions::default()).unwrap_err();
-    assert!(matches!(err, Error::RunFormatTooNew { found: 99, supported: 1, .. }), "{err}");
+    assert!(matches!(err, Error::RunFormatTooNew { found: 99, supported: 2, .. }), "{err}");
     assert!(matches!(run::verify(&path), Err(Error::RunFormatTooNew { .. })));
     assert_eq!(snapshot(&path), before);
 }
@@ -282,6 +282,25 @@ fn a_missing_object_names_file_and_variable() {
     let problems = run::verify(&path).unwrap();
     assert!(problems.iter().any(|p| p.file == target && p.what.contains("`b`")), "{problems:?}");
     assert_eq!(snapshot(&path), before);
+}
+
+#[test]
+fn a_state_pruned_from_disk_is_not_pending() {
+    // Every version stored, the disk keeping the last 2: after the flush, v1's state is pruned. Asking for it
+    // is `NotStored` at once; it does not wait for (or write) another durable group.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run");
+    let options =
+        batched(100).store_every(1).disk_retention(Retention::keep_last(2)).memory_retention(Retention::keep_last(1));
+    let mut trainer: Trainer<u64> = Trainer::create_run(&path, initial(), options).unwrap();
+    advance(&mut trainer, 5);
+    trainer.flush().unwrap();
+    assert_eq!(run::summary(&path).unwrap().stored, [0, 4, 5]);
+    let journal = fs::metadata(path.join("journal")).unwrap().len();
+    let err = trainer.load(1).unwrap_err();
+    assert!(matches!(err, Error::NotStored { version: 1 }), "{err}");
+    assert_eq!(fs::metadata(path.join("journal")).unwrap().len(), journal, "no group written for a pruned state");
+    assert_eq!(trainer.load(4).unwrap().fingerprint(), trainer.fingerprint(4).unwrap());
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! lock marks the one writer.
 //!
 //! ```text
-//! RUN        {"format":"purestate.run","format_version":1}
+//! RUN        {"format":"purestate.run","format_version":2}
 //! LOCK       empty; locked (std `File::try_lock`) by the writing trainer while it lives
 //! journal    see `journal`
 //! objects/   see `objects`
@@ -19,8 +19,9 @@ use crate::error::{Error, Result};
 
 /// The header's `format`.
 const FORMAT: &str = "purestate.run";
-/// The format version this code writes and the newest it reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The format version this code writes and the newest it reads (2: binary commit entries; format 1 is read
+/// only, see `journal`).
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Header {

@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use self::journal::{Manifest, Meta};
+use self::journal::{Commit, Manifest, Meta};
 use self::layout::Lock;
 use self::objects::Budget;
 use self::writer::{Job, Shared, Writer};
@@ -214,8 +214,11 @@ pub(crate) struct Link<R> {
     buf: Vec<u8>,
     since_durable: u64,
     last_durable: Instant,
-    /// Each variable's digest in the head's state, to journal only what a commit changed.
-    head_digests: HashMap<String, u128>,
+    /// The journal's path table and each variable's digest in the head's state, to journal only what a commit
+    /// changed.
+    paths: Paths,
+    /// The commit entry being encoded (its buffers reused from commit to commit).
+    commit: Commit,
     head_state: StateStore,
     shared: Arc<Shared>,
     jobs: Option<SyncSender<Job>>,
@@ -225,7 +228,8 @@ pub(crate) struct Link<R> {
     /// The message of a write error already reported.
     failed: Option<String>,
     report: OpenReport,
-    /// Versions sent to the writer to store (durable once in `shared.stored`).
+    /// Versions sent to the writer to store since the last group was sent (the next group journals them; then
+    /// they are in `shared.stored`, or pruned).
     requested: BTreeSet<u64>,
     /// The head and tagged versions, and the newest version, as of the last call (for the group at drop).
     pinned: Vec<u64>,
@@ -239,8 +243,56 @@ impl<R> fmt::Debug for Link<R> {
     }
 }
 
-fn digests_of(state: &StateStore) -> HashMap<String, u128> {
-    state.entries().map(|e| (e.var.path().to_string(), digest_of(e))).collect()
+/// A path's id in the journal's path table and its digest in the head's state (`None`: not in the head).
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    id: u32,
+    digest: Option<u128>,
+}
+
+/// The journal's path table as the trainer writes it, with each path's digest in the head's state.
+#[derive(Debug, Default)]
+struct Paths {
+    slots: HashMap<String, Slot>,
+    /// Paths by id.
+    names: Vec<String>,
+    /// Ids below this are declared by an entry already encoded.
+    declared: usize,
+    /// Variables in the head's state.
+    head_len: usize,
+}
+
+impl Paths {
+    /// The table of a journal (every path declared), with no head.
+    fn from_table(names: Vec<String>) -> Paths {
+        let slots = names.iter().enumerate().map(|(id, p)| (p.clone(), Slot { id: id as u32, digest: None })).collect();
+        Paths { slots, declared: names.len(), names, head_len: 0 }
+    }
+
+    /// A new path, not declared yet; returns its id.
+    fn add(&mut self, path: &str, digest: Option<u128>) -> u32 {
+        let id = self.names.len() as u32;
+        self.names.push(path.to_string());
+        self.slots.insert(path.to_string(), Slot { id, digest });
+        id
+    }
+
+    /// Makes `state` the head.
+    fn set_head(&mut self, state: &StateStore) {
+        for slot in self.slots.values_mut() {
+            slot.digest = None;
+        }
+        for e in state.entries() {
+            let digest = digest_of(e);
+            match self.slots.get_mut(e.var.path()) {
+                Some(slot) => slot.digest = Some(digest),
+                None => {
+                    self.add(e.var.path(), Some(digest));
+                }
+            }
+        }
+        self.head_len = state.len();
+    }
 }
 
 fn digest_of(e: &crate::store::Entry) -> u128 {
@@ -310,36 +362,42 @@ impl<R> Link<R> {
             })?,
             None => Vec::new(),
         };
-        let mut changed = Vec::new();
+        // The digests are the ones the store cached when the state settled: nothing is hashed again here.
+        let (paths, c) = (&mut self.paths, &mut self.commit);
+        c.changed.clear();
+        c.removed.clear();
+        c.new_paths.clear();
         let mut present = 0;
         for e in state.entries() {
             let digest = digest_of(e);
-            let path = e.var.path();
-            match self.head_digests.get(path) {
-                Some(&old) => {
-                    present += 1;
-                    if old != digest {
-                        changed.push((path.to_string(), format!("{digest:032x}")));
+            match paths.slots.get_mut(e.var.path()) {
+                Some(slot) => {
+                    present += usize::from(slot.digest.is_some());
+                    if slot.digest != Some(digest) {
+                        slot.digest = Some(digest);
+                        c.changed.push((slot.id, digest));
                     }
                 }
-                None => changed.push((path.to_string(), format!("{digest:032x}"))),
+                None => c.changed.push((paths.add(e.var.path(), Some(digest)), digest)),
             }
         }
-        let removed: Vec<String> = if present < self.head_digests.len() {
-            let mut r: Vec<String> = self.head_digests.keys().filter(|p| state.find(p).is_err()).cloned().collect();
-            r.sort();
-            r
-        } else {
-            Vec::new()
-        };
-        for (path, hex) in &changed {
-            self.head_digests.insert(path.clone(), u128::from_str_radix(hex, 16).expect("hex we wrote"));
+        if present < paths.head_len {
+            for (path, slot) in paths.slots.iter_mut() {
+                if slot.digest.is_some() && state.find(path).is_err() {
+                    slot.digest = None;
+                    c.removed.push(slot.id);
+                }
+            }
+            c.removed.sort_unstable();
         }
-        for path in &removed {
-            self.head_digests.remove(path);
-        }
-        let meta = Meta::Commit { v: version, parent, fp: fp.to_string(), record: record.is_some(), changed, removed };
-        journal::encode(&mut self.buf, &meta, &extra);
+        paths.head_len = state.len();
+        c.new_paths.extend_from_slice(&paths.names[paths.declared..]);
+        paths.declared = paths.names.len();
+        c.v = version;
+        c.parent = parent;
+        c.fp = fp;
+        c.record = record.is_some();
+        journal::encode_commit(&mut self.buf, c, &extra);
         self.head_state = state.clone();
         Ok(())
     }
@@ -382,6 +440,8 @@ impl<R> Link<R> {
         self.pinned.clone_from(&pinned);
         self.latest = latest;
         self.send(Job::Group { entries, head, head_state, pinned, latest, ack })?;
+        // The group journals every state requested so far (or prunes it): none is pending any more.
+        self.requested.clear();
         self.since_durable = 0;
         self.last_durable = Instant::now();
         if let Some(done) = done {
@@ -702,7 +762,7 @@ impl<R> Trainer<R> {
         let Some(link) = self.run.as_deref_mut() else { return Ok(()) };
         let state = self.versions[&version].state.clone().expect("the head is retained");
         journal::encode(&mut link.buf, &Meta::Rollback { v: version }, b"");
-        link.head_digests = digests_of(&state);
+        link.paths.set_head(&state);
         link.head_state = state;
         link.durable(version, pinned, latest, matches!(link.options.durability, Durability::EveryCommit))
     }
@@ -789,6 +849,17 @@ impl<R: Serialize + DeserializeOwned> Trainer<R> {
         let lock = if options.read_only { None } else { Some(Lock::acquire(&dir)?) };
         let file = layout::journal_path(&dir);
         let scan = read_journal(&dir)?;
+        if lock.is_some() && scan.format < journal::FORMAT {
+            return Err(Error::RunNotWritable {
+                dir,
+                reason: format!(
+                    "its journal is in run format {}; this purestate appends format {} only: open it with \
+                     `RunOptions::read_only()`",
+                    scan.format,
+                    journal::FORMAT
+                ),
+            });
+        }
         let history = History::<R>::replay(&scan, &file, true)?;
         let head = history.head;
         let manifest = history.stored.get(&head).cloned().ok_or(Error::NotStored { version: head })?;
@@ -826,33 +897,14 @@ impl<R: Serialize + DeserializeOwned> Trainer<R> {
         let objects: HashSet<u128> = stored_digests.values().flatten().copied().collect();
         let stored: BTreeMap<u64, Arc<Manifest>> = history.stored.into_iter().map(|(v, m)| (v, Arc::new(m))).collect();
         let mut link = if let Some(lock) = lock {
+            objects::remove_strays(&dir);
             objects::sweep(&dir, &objects);
             start(&dir, options, lock, report, &head_state, objects, stored_digests, stored)?
         } else {
-            let shared = Arc::new(Shared::default());
-            *shared.stored.lock().unwrap_or_else(|p| p.into_inner()) = stored;
-            Link {
-                dir: dir.clone(),
-                options,
-                encode: encode_json::<R>,
-                buf: Vec::new(),
-                since_durable: 0,
-                last_durable: Instant::now(),
-                head_digests: HashMap::new(),
-                head_state: head_state.clone(),
-                shared,
-                jobs: None,
-                thread: None,
-                template: None,
-                failed: None,
-                report,
-                requested: BTreeSet::new(),
-                pinned: Vec::new(),
-                latest: 0,
-                _lock: None,
-            }
+            Link::new(&dir, options, report, &head_state, shared_with(stored))
         };
-        link.head_digests = digests_of(&head_state);
+        link.paths = Paths::from_table(scan.paths);
+        link.paths.set_head(&head_state);
         trainer.run = Some(Box::new(link));
         Ok(trainer)
     }
@@ -862,7 +914,7 @@ impl<R: Serialize + DeserializeOwned> Trainer<R> {
         let link = self.run.as_deref_mut().expect("just attached");
         let v0 = &self.versions[&0];
         let state = v0.state.clone().expect("version 0 is retained");
-        link.head_digests = HashMap::new();
+        link.paths = Paths::default();
         link.journal_commit(0, None, v0.fingerprint, None, &state)?;
         link.durable(0, vec![0], 0, true)
     }
@@ -883,8 +935,7 @@ fn start<R: Serialize>(
     let file = layout::journal_path(dir);
     let journal = OpenOptions::new().append(true).open(&file).map_err(io_err(&file))?;
     let journal_len = journal.metadata().map_err(io_err(&file))?.len();
-    let shared = Arc::new(Shared::default());
-    *shared.stored.lock().unwrap_or_else(|p| p.into_inner()) = stored;
+    let shared = shared_with(stored);
     let writer = Writer::new(
         dir.to_path_buf(),
         journal,
@@ -900,26 +951,51 @@ fn start<R: Serialize>(
         .name("purestate-run-writer".into())
         .spawn(move || writer.run(receiver))
         .map_err(io_err(dir))?;
-    Ok(Link {
-        dir: dir.to_path_buf(),
-        options,
-        encode: encode_json::<R>,
-        buf: Vec::new(),
-        since_durable: 0,
-        last_durable: Instant::now(),
-        head_digests: HashMap::new(),
-        head_state: head_state.clone(),
-        shared,
-        jobs: Some(jobs),
-        thread: Some(thread),
-        template: None,
-        failed: None,
-        report,
-        requested: BTreeSet::new(),
-        pinned: Vec::new(),
-        latest: 0,
-        _lock: Some(lock),
-    })
+    let mut link = Link::new(dir, options, report, head_state, shared);
+    link.jobs = Some(jobs);
+    link.thread = Some(thread);
+    link._lock = Some(lock);
+    Ok(link)
+}
+
+/// The state shared with a writer, knowing the durable stored states `stored`.
+fn shared_with(stored: BTreeMap<u64, Arc<Manifest>>) -> Arc<Shared> {
+    let shared = Arc::new(Shared::default());
+    *shared.stored.lock().unwrap_or_else(|p| p.into_inner()) = stored;
+    shared
+}
+
+impl<R: Serialize> Link<R> {
+    /// A link to the run in `dir` that does not write yet (no writer thread, no lock: [`start`] adds them).
+    fn new(
+        dir: &Path,
+        options: RunOptions,
+        report: OpenReport,
+        head_state: &StateStore,
+        shared: Arc<Shared>,
+    ) -> Link<R> {
+        Link {
+            dir: dir.to_path_buf(),
+            options,
+            encode: encode_json::<R>,
+            buf: Vec::new(),
+            since_durable: 0,
+            last_durable: Instant::now(),
+            paths: Paths::default(),
+            commit: Commit::default(),
+            head_state: head_state.clone(),
+            shared,
+            jobs: None,
+            thread: None,
+            template: None,
+            failed: None,
+            report,
+            requested: BTreeSet::new(),
+            pinned: Vec::new(),
+            latest: 0,
+            _lock: None,
+        }
+    }
 }
 
 /// The history a journal describes.
@@ -944,25 +1020,25 @@ impl<R: DeserializeOwned> History<R> {
                 }
             };
             match &entry.meta {
-                Meta::Commit { v, parent, fp, record, .. } => {
-                    if h.versions.keys().next_back().is_some_and(|&last| *v <= last) {
+                Meta::Commit(c) => {
+                    let v = c.v;
+                    if h.versions.keys().next_back().is_some_and(|&last| v <= last) {
                         return Err(bad(format!("version {v} is not newer than every earlier one")));
                     }
-                    if let Some(p) = parent {
-                        known(&h, *p)?;
+                    if let Some(p) = c.parent {
+                        known(&h, p)?;
                     }
-                    let fingerprint: Fingerprint = fp.parse().map_err(|_| bad(format!("fingerprint `{fp}`")))?;
-                    let record = if *record && records {
+                    let record = if c.record && records {
                         Some(serde_json::from_slice::<R>(&entry.extra).map_err(|e| Error::RecordDecode {
                             file: file.to_path_buf(),
-                            version: *v,
+                            version: v,
                             reason: e.to_string(),
                         })?)
                     } else {
                         None
                     };
-                    h.versions.insert(*v, Version { parent: *parent, fingerprint, state: None, record });
-                    h.head = *v;
+                    h.versions.insert(v, Version { parent: c.parent, fingerprint: c.fp, state: None, record });
+                    h.head = v;
                 }
                 Meta::Tag { name, v } => {
                     known(&h, *v)?;
@@ -1059,16 +1135,18 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<Vec<Problem>> {
         }
         Err(e) => return Err(e),
     };
-    // Digests of every version, rebuilt along the chain (persistent maps share what versions share).
-    let mut digests: HashMap<u64, imbl::HashMap<String, u128>> = HashMap::new();
+    let ids: HashMap<&str, u32> = scan.paths.iter().enumerate().map(|(id, p)| (p.as_str(), id as u32)).collect();
+    // Digests of every version by path id, rebuilt along the chain (persistent maps share what versions share).
+    let mut digests: HashMap<u64, imbl::HashMap<u32, u128>> = HashMap::new();
     let mut fingerprints: HashMap<u64, Fingerprint> = HashMap::new();
     let mut stored: BTreeMap<u64, Manifest> = BTreeMap::new();
     for entry in &scan.entries {
         let at =
             |what: String| Problem { file: file.clone(), what: format!("entry at offset {}: {what}", entry.offset) };
         match &entry.meta {
-            Meta::Commit { v, parent, fp, changed, removed, .. } => {
-                let mut map = match parent {
+            Meta::Commit(c) => {
+                let (v, fp) = (&c.v, c.fp);
+                let mut map = match &c.parent {
                     None => imbl::HashMap::new(),
                     Some(p) => match digests.get(p) {
                         Some(m) => m.clone(),
@@ -1078,25 +1156,24 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<Vec<Problem>> {
                         }
                     },
                 };
-                for (path, hex) in changed {
-                    map.insert(path.clone(), u128::from_str_radix(hex, 16).unwrap_or(0));
+                for &(id, digest) in &c.changed {
+                    map.insert(id, digest);
                 }
-                for path in removed {
-                    map.remove(path);
+                for id in &c.removed {
+                    map.remove(id);
                 }
                 let sum = map.values().fold(0u128, |a, &d| a.wrapping_add(d));
                 let got = fingerprint_of_digest_sum(sum, map.len());
-                match fp.parse::<Fingerprint>() {
-                    Ok(expected) if expected == got => {}
-                    _ => problems.push(at(format!("version {v}: its digests give fingerprint {got}, it records {fp}"))),
+                if got != fp {
+                    problems.push(at(format!("version {v}: its digests give fingerprint {got}, it records {fp}")));
                 }
                 fingerprints.insert(*v, got);
                 digests.insert(*v, map);
             }
             Meta::Stored { v, manifest } => {
                 if let Some(map) = digests.get(v) {
-                    for (record, d) in manifest.variables.iter().zip(&manifest.digests) {
-                        if map.get(&record.path).map(|x| format!("{x:032x}")).as_deref() != Some(d.as_str()) {
+                    for (record, d) in manifest.variables.iter().zip(manifest.digest_values()) {
+                        if ids.get(record.path.as_str()).and_then(|id| map.get(id)) != Some(&d) {
                             problems
                                 .push(at(format!("stored state of v{v}: `{}` differs from its commit", record.path)));
                         }
@@ -1173,7 +1250,7 @@ pub fn summary(dir: impl AsRef<Path>) -> Result<RunSummary> {
     let file = layout::journal_path(dir);
     let scan = read_journal(dir)?;
     let history = History::<serde::de::IgnoredAny>::replay(&scan, &file, false)?;
-    let records = scan.entries.iter().filter(|e| matches!(e.meta, Meta::Commit { record: true, .. })).count();
+    let records = scan.entries.iter().filter(|e| matches!(&e.meta, Meta::Commit(c) if c.record)).count();
     let rollbacks = scan.entries.iter().filter(|e| matches!(e.meta, Meta::Rollback { .. })).count();
     let on_disk = objects::list(dir)?;
     let sizes: HashMap<u128, u64> = on_disk.iter().map(|(d, _, s)| (*d, *s)).collect();

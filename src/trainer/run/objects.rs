@@ -6,9 +6,12 @@
 //! object = MAGIC | header_len: u32 LE | header (JSON: path, dtype, shape) | little-endian bytes, row-major
 //! ```
 //!
-//! Written through the checkpoint module's atomic writer (temporary file, fsync, rename, directory fsync); a
-//! new fan-out directory is fsynced into `objects/` before its first object is renamed into it.
+//! Written through the checkpoint module's atomic writer (temporary file, fsync, rename), then one fsync per
+//! fan-out directory for all the objects of a stored state; a new fan-out directory is fsynced into
+//! `objects/` before its first object is renamed into it. Temporary files of killed writers are removed when
+//! a writer opens the run.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -57,24 +60,34 @@ impl Budget {
     }
 }
 
-/// Writes `value` (of the variable at `path`) as the object `digest`, unless the file exists. Returns the
-/// bytes written (0 when it existed).
-pub(crate) fn write(dir: &Path, path: &str, value: &Tensor, digest: u128, budget: &Budget) -> Result<u64> {
+/// Writes `value` (of the variable at `path`) as the object `digest`, unless the file exists, and adds its
+/// fan-out directory to `fans`. The object's name is durable only once the caller has fsynced the
+/// directories in `fans` ([`sync`]): one fsync per directory for all the objects of a state. Returns the bytes
+/// written (0 when it existed).
+pub(crate) fn write(
+    dir: &Path,
+    path: &str,
+    value: &Tensor,
+    digest: u128,
+    budget: &Budget,
+    fans: &mut BTreeSet<PathBuf>,
+) -> Result<u64> {
     let target = object_path(dir, digest);
+    let fan = atomic::parent_dir(&target).to_path_buf();
     if target.exists() {
+        // Written before, maybe by a process that died before its directory fsync: fsync it again.
+        fans.insert(fan);
         return Ok(0);
     }
-    let fan = atomic::parent_dir(&target).to_path_buf();
     if !fan.exists() {
         fs::create_dir_all(&fan).map_err(|source| Error::Io { file: fan.clone(), source })?;
-        let objects = dir.join("objects");
-        fs::File::open(&objects).and_then(|f| f.sync_all()).map_err(|source| Error::Io { file: objects, source })?;
+        atomic::sync_directory(&dir.join("objects"))?;
     }
     let header =
         ObjectHeader { path: path.to_string(), dtype: value.dtype().name().to_string(), shape: value.dims().to_vec() };
     let header = serde_json::to_vec(&header).expect("strings and numbers always serialize");
     let total = (MAGIC.len() + 4 + header.len() + value.nbytes()) as u64;
-    atomic::write_atomic(&target, |w| {
+    atomic::write_renamed(&target, total as usize, |w| {
         budget.take(total as usize)?;
         w.write_all(MAGIC)?;
         w.write_all(&(header.len() as u32).to_le_bytes())?;
@@ -87,7 +100,26 @@ pub(crate) fn write(dir: &Path, path: &str, value: &Tensor, digest: u128, budget
         });
         result
     })?;
+    fans.insert(fan);
     Ok(total)
+}
+
+/// Fsyncs the fan-out directories `fans` (after [`write`]): the objects renamed into them are durable.
+///
+/// # Errors
+/// [`Error::Io`] naming the directory.
+pub(crate) fn sync(fans: &BTreeSet<PathBuf>) -> Result<()> {
+    fans.iter().try_for_each(|fan| atomic::sync_directory(fan))
+}
+
+/// Removes the temporary files that writers killed mid-write left in the fan-out directories (best effort).
+pub(crate) fn remove_strays(dir: &Path) {
+    let Ok(fans) = fs::read_dir(dir.join("objects")) else { return };
+    for fan in fans.flatten() {
+        if fan.file_type().is_ok_and(|t| t.is_dir()) {
+            atomic::remove_stray_temp_files(&fan.path());
+        }
+    }
 }
 
 /// Reads the object `digest`, which must hold the value of the variable at `path` (needed by `version`), and

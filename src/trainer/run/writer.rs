@@ -2,13 +2,14 @@
 //!
 //! The trainer sends it O(1) snapshots through a bounded channel (a full queue blocks the sender:
 //! backpressure, not unbounded memory). For each state to store it writes the objects the run lacks, each
-//! durable (file fsync, rename, directory fsync) before the `stored` entry that names them is appended. At a
+//! durable (file fsync, rename, then one fsync of each fan-out directory they went to) before the `stored`
+//! entry that names them is appended. At a
 //! durability point it stores the head if needed, applies the on-disk retention, appends the group (the
 //! trainer's buffered entries, the `stored` and `prune` entries, a `durable` marker) in one write, fsyncs the
 //! journal, and only then sweeps the objects no kept state references. The first error stops it: it is kept
 //! in [`Shared::failure`] for the trainer's next call, and the journal is cut back to its last durable group.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
@@ -131,13 +132,18 @@ impl Writer {
         }
         let manifest = manifest_of(state);
         let digests = manifest.digest_values();
+        let mut fans = BTreeSet::new();
+        let mut written = Vec::new();
         for (entry, &digest) in state.entries().zip(&digests) {
             if self.objects.contains(&digest) {
                 continue;
             }
-            objects::write(&self.dir, entry.var.path(), &entry.value, digest, &self.budget)?;
-            self.objects.insert(digest);
+            objects::write(&self.dir, entry.var.path(), &entry.value, digest, &self.budget, &mut fans)?;
+            written.push(digest);
         }
+        // One directory fsync per fan-out directory: every object of the state is durable after it.
+        objects::sync(&fans)?;
+        self.objects.extend(written);
         self.stored.insert(version, digests);
         self.pending.push((version, Arc::new(manifest)));
         Ok(())
