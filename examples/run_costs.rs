@@ -203,6 +203,9 @@ fn open_time(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// One figure of this example, measured in a scratch directory.
+type Figure = fn(&Path) -> Result<()>;
+
 fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let mut only = None;
     let mut base = None;
@@ -213,7 +216,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             _ => base = Some(PathBuf::from(arg)),
         }
     }
-    let figures: [(&str, fn(&Path) -> Result<()>); 4] =
+    let figures: [(&str, Figure); 4] =
         [("commit", commit_overhead), ("mlp", mlp_overhead), ("bytes", fine_tune_bytes), ("open", open_time)];
     if let Some(name) = &only {
         if !figures.iter().any(|(n, _)| n == name) {

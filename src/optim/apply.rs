@@ -479,8 +479,7 @@ where
         // This step holds every buffer alone: update in place, no hashing.
         let outs = values.iter_mut().map(slice_mut::<T>).collect::<Result<Vec<_>>>()?;
         for done in kernels::for_chunks(outs, vec![grad], chunk, |outs, ins| {
-            let mut lanes: Vec<VarLane<'_, T>> =
-                outs.iter_mut().map(|dst| VarLane { dst: &mut **dst, src: None }).collect();
+            let mut lanes: Vec<VarLane<'_, T>> = outs.iter_mut().map(|dst| VarLane { dst, src: None }).collect();
             let (p, slots) = lanes.split_first_mut().expect("the parameter is the first lane");
             rule.update(p, slots, ins[0], consts, gmap, decay)
         })? {
@@ -501,11 +500,8 @@ where
         }
         kernels::for_chunks(outs, ins, chunk, |outs, ins| {
             {
-                let mut lanes: Vec<VarLane<'_, T>> = outs
-                    .iter_mut()
-                    .zip(&ins[1..])
-                    .map(|(dst, old)| VarLane { dst: &mut **dst, src: Some(*old) })
-                    .collect();
+                let mut lanes: Vec<VarLane<'_, T>> =
+                    outs.iter_mut().zip(&ins[1..]).map(|(dst, old)| VarLane { dst, src: Some(*old) }).collect();
                 let (p, slots) = lanes.split_first_mut().expect("the parameter is the first lane");
                 rule.update(p, slots, ins[0], consts, gmap, decay)?;
             }

@@ -166,7 +166,7 @@ mod tests {
     fn by_definition(path: &str, value: &Tensor) -> u128 {
         let mut bytes = Vec::new();
         value.write_le_bytes(&mut bytes);
-        let chunks: Vec<u128> = bytes.chunks(DIGEST_CHUNK_BYTES).map(|c| xxh3_128(c)).collect();
+        let chunks: Vec<u128> = bytes.chunks(DIGEST_CHUNK_BYTES).map(xxh3_128).collect();
         digest_from_chunks(path, value, &chunks)
     }
 
