@@ -75,7 +75,17 @@ fn products(c: &mut Criterion) {
 
 /// The products of the 64-128-10 MLP at batch 128 (forward and backward): one thread vs split over two.
 fn threshold(c: &mut Criterion) {
-    let sizes = [(128, 64, 128), (128, 128, 10), (64, 128, 128), (128, 10, 128), (256, 256, 256), (256, 512, 256)];
+    let sizes = [
+        (128, 64, 128),
+        (128, 128, 10),
+        (64, 128, 128),
+        (128, 10, 128),
+        (128, 32, 128),
+        (128, 16, 128),
+        (64, 64, 64),
+        (256, 256, 256),
+        (256, 512, 256),
+    ];
     let p = pool(2);
     for (m, k, n) in sizes {
         let (a, b) = (matrix(m, k, 1), matrix(k, n, 2));

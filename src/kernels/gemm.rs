@@ -19,9 +19,12 @@ use ndarray::{ArrayView2, ArrayView3, Axis, CowArray, Ix2};
 
 /// Multiply-adds (`m * n * k`) below which a product runs on the calling thread.
 ///
-/// Provisional (not yet measured): `cargo bench --bench matmul -- threshold` times the 64-128-10 MLP's
-/// products on one thread and on two, to place it.
-pub const THRESHOLD: usize = 1 << 21;
+/// Measured with `cargo bench --bench matmul -- threshold` (2-core AMD EPYC, float32, 1 vs 2 threads): products
+/// of 1 Mi multiply-adds (128x64x128, 64x128x128, the 64-128-10 MLP's first layer) run 1.4-1.7x faster on two
+/// threads, 256x256x256 2.0x; at 512 Ki and below (128x32x128, 128x128x10, 64x64x64) `gemm` does not split
+/// the work and two threads time the same as one. So the line sits at 1 Mi: every product below it stays on the
+/// calling thread, every product that gains from a split gets one.
+pub const THRESHOLD: usize = 1 << 20;
 
 mod sealed {
     pub trait Sealed {}
