@@ -19,12 +19,14 @@ use ndarray::{ArrayView2, ArrayView3, Axis, CowArray, Ix2};
 
 /// Multiply-adds (`m * n * k`) below which a product runs on the calling thread.
 ///
-/// Measured with `cargo bench --bench matmul -- threshold` (2-core AMD EPYC, float32, 1 vs 2 threads): products
-/// of 1 Mi multiply-adds (128x64x128, 64x128x128, the 64-128-10 MLP's first layer) run 1.4-1.7x faster on two
-/// threads, 256x256x256 2.0x; at 512 Ki and below (128x32x128, 128x128x10, 64x64x64) `gemm` does not split
-/// the work and two threads time the same as one. So the line sits at 1 Mi: every product below it stays on the
-/// calling thread, every product that gains from a split gets one.
-pub const THRESHOLD: usize = 1 << 20;
+/// Measured on the 2-core reference machine (AMD EPYC, float32). Alone in a loop (`cargo bench --bench matmul --
+/// threshold`), products of 1 Mi multiply-adds (128x64x128, 64x128x128: the 64-128-10 MLP's first layer and its
+/// weight gradient) run 1.4-1.7x faster on two threads, 256x256x256 2.0x, and at 512 Ki and below `gemm` does not
+/// split the work. Inside a training step the second thread has gone to sleep between products and must be woken:
+/// with the line at 1 Mi the 64-128-10 step (`cargo bench --bench grad -- step/64-128-10/tape/`) took 150.6 us at
+/// two threads against 127.1 us at one; at 2 Mi it takes 127.6 us at both (each measured alone). Every product of
+/// the 784-1024-1024-10 MLP is above 2 Mi (the smallest, 256x1024x10, is 2.6 Mi).
+pub const THRESHOLD: usize = 1 << 21;
 
 mod sealed {
     pub trait Sealed {}
