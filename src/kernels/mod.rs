@@ -36,7 +36,7 @@ mod fill;
 pub use binary::{broadcast_shapes, zip3_map, zip_map, zip_map_assign};
 pub use chunks::for_chunks;
 pub use fill::fill_indexed;
-pub use reduce::{argmax_by, fold_chunks, map_rows, min_max_by, sum_by, Acc};
+pub use reduce::{argmax_by, fold_chunks, map_rows, min_max_by, sum_by, sum_columns_by, Acc};
 pub use unary::{fill, map, map_inplace, map_slice};
 pub use zip_mut::{zip_mut, Lanes, Moved};
 

@@ -103,6 +103,74 @@ fn sum_leaf<T: Copy, A: Acc>(c: &[T], f: &impl Fn(T) -> A) -> A {
     (l0.acc_add(l1).acc_add(l2.acc_add(l3))).acc_add(l4.acc_add(l5).acc_add(l6.acc_add(l7)))
 }
 
+/// Columns of [`sum_columns_by`] summed together by one task: a block of eight lanes of this many accumulators
+/// stays in L1.
+const COLUMN_BLOCK: usize = 256;
+
+/// The sums of `f(x)` down each column of `data` read as `n_sum` rows of `n_cols` (row-major): element `j` is
+/// bit for bit `sum_by` of column `j`, without gathering the column.
+///
+/// This is a sum over the leading axes of a contiguous array (a bias's gradient sums the batch axis). It walks
+/// the rows in memory order and keeps, for each column, the same eight interleaved accumulators per chunk of
+/// [`CHUNK`] rows and the same pairwise tree across chunks as [`sum_by`], so the bits equal those of a sum over
+/// a transposed copy. Blocks of columns run in parallel from [`THRESHOLD`] elements.
+///
+/// # Examples
+/// ```
+/// use purestate::kernels::{sum_by, sum_columns_by};
+/// let x: Vec<f32> = (0..12).map(|i| i as f32 * 0.1).collect(); // 4 rows of 3
+/// let sums = sum_columns_by(&x, 4, 3, |v| v);
+/// let column_1: Vec<f32> = x.iter().skip(1).step_by(3).copied().collect();
+/// assert_eq!(sums[1].to_bits(), sum_by(&column_1, |v| v).to_bits());
+/// ```
+///
+/// # Panics
+/// When `data` holds fewer than `n_sum * n_cols` elements.
+pub fn sum_columns_by<T, A>(data: &[T], n_sum: usize, n_cols: usize, f: impl Fn(T) -> A + Sync + Send) -> Vec<A>
+where
+    T: Copy + Sync,
+    A: Acc,
+{
+    let data = &data[..n_sum * n_cols];
+    let block = |b: usize| -> Vec<A> {
+        let (c0, c1) = (b * COLUMN_BLOCK, ((b + 1) * COLUMN_BLOCK).min(n_cols));
+        let w = c1 - c0;
+        // One chunk of rows, as `sum_leaf` folds one chunk of a column: row p of the chunk goes to lane p % 8.
+        let leaf = |r0: usize, r1: usize| -> Vec<A> {
+            let mut lanes = vec![A::ZERO; 8 * w];
+            for (p, row) in (r0..r1).enumerate() {
+                let lane = &mut lanes[(p % 8) * w..(p % 8 + 1) * w];
+                for (acc, &x) in lane.iter_mut().zip(&data[row * n_cols + c0..row * n_cols + c1]) {
+                    *acc = acc.acc_add(f(x));
+                }
+            }
+            (0..w)
+                .map(|j| {
+                    let l = |k: usize| lanes[k * w + j];
+                    (l(0).acc_add(l(1)).acc_add(l(2).acc_add(l(3))))
+                        .acc_add(l(4).acc_add(l(5)).acc_add(l(6).acc_add(l(7))))
+                })
+                .collect()
+        };
+        let mut level: Vec<Vec<A>> =
+            (0..n_sum.div_ceil(CHUNK)).map(|c| leaf(c * CHUNK, ((c + 1) * CHUNK).min(n_sum))).collect();
+        // Neighbours first, level by level, as `fold_chunks` combines chunk results.
+        while level.len() > 1 {
+            let mut next = Vec::with_capacity(level.len().div_ceil(2));
+            let mut items = level.into_iter();
+            while let Some(mut left) = items.next() {
+                if let Some(right) = items.next() {
+                    left.iter_mut().zip(right).for_each(|(l, r)| *l = l.acc_add(r));
+                }
+                next.push(left);
+            }
+            level = next;
+        }
+        level.pop().unwrap_or_else(|| vec![A::ZERO; w])
+    };
+    super::map_indices(n_cols.div_ceil(COLUMN_BLOCK), data.len(), block).into_iter().flatten().collect()
+}
+
 /// The extreme of `f(x)` over `s` under `pick` (which returns the preferred of two values, for example a
 /// NaN-propagating maximum), folded left to right within a chunk and pairwise across chunks. `None` when `s`
 /// is empty.
@@ -157,6 +225,29 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn column_sums_equal_sums_of_gathered_columns_bit_for_bit() {
+        for (n_sum, n_cols) in
+            [(0, 3), (3, 0), (1, 1), (7, 5), (9, 300), (256, 1024), (CHUNK + 9, 3), (2 * CHUNK + 1, 2)]
+        {
+            let data: Vec<f32> = (0..n_sum * n_cols)
+                .map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 1e-3 * (1.0 + (i % 13) as f32 * 1e3))
+                .collect();
+            let sums = sum_columns_by(&data, n_sum, n_cols, |v| v);
+            assert_eq!(sums.len(), n_cols);
+            for (j, s) in sums.iter().enumerate() {
+                let column: Vec<f32> = (0..n_sum).map(|i| data[i * n_cols + j]).collect();
+                assert_eq!(s.to_bits(), sum_by(&column, |v| v).to_bits(), "{n_sum}x{n_cols}, column {j}");
+            }
+            let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+            let alone = one.install(|| sum_columns_by(&data, n_sum, n_cols, |v| v));
+            assert_eq!(
+                alone.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                sums.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+        }
+    }
 
     #[test]
     fn sums_use_the_fixed_tree() {

@@ -137,7 +137,10 @@ pub fn reduce(op: ReduceOp, x: &Tensor, axes: impl Into<Axes>, keepdims: bool, f
     let order: Vec<usize> = kept.iter().chain(&axes).copied().collect();
     let x = if op == ReduceOp::Norm && !x.dtype().is_float() { x.cast(floatx) } else { x.clone() };
     match op {
-        ReduceOp::Sum => sum(&x, &order, n_rows, row_len, &out_dims),
+        ReduceOp::Sum => {
+            let leading = !kept.is_empty() && axes.iter().enumerate().all(|(i, &a)| i == a);
+            sum(&x, &order, n_rows, row_len, &out_dims, leading)
+        }
         ReduceOp::Mean => with_float!(x.dtype(), T => {
             wrap(rows::<T, T>(&x, &order, n_rows, row_len, &out_dims, |r| {
                 T::down(kernels::sum_by(r, |v: T| v.up()) / count::<<T as Float>::C>(r.len()))
@@ -178,10 +181,18 @@ fn count<C: Real>(n: usize) -> C {
     c
 }
 
-fn sum(x: &Tensor, order: &[usize], n_rows: usize, row_len: usize, dims: &[usize]) -> Result<Tensor> {
+/// With `leading` (the reduced axes are the first ones and some axis is kept) a contiguous `x` is summed down
+/// its columns in memory order ([`kernels::sum_columns_by`], the same bits) instead of through a transposed copy.
+fn sum(x: &Tensor, order: &[usize], n_rows: usize, row_len: usize, dims: &[usize], leading: bool) -> Result<Tensor> {
     macro_rules! sum_as {
         ($t:ty, $acc:ty, $conv:expr) => {
-            Tensor::from(rows::<$t, $acc>(x, order, n_rows, row_len, dims, |r| kernels::sum_by(r, $conv)))
+            match x.as_slice::<$t>().filter(|_| leading) {
+                Some(data) => Tensor::from(
+                    ArrayD::from_shape_vec(IxDyn(dims), kernels::sum_columns_by(data, row_len, n_rows, $conv))
+                        .expect("one value per kept position"),
+                ),
+                None => Tensor::from(rows::<$t, $acc>(x, order, n_rows, row_len, dims, |r| kernels::sum_by(r, $conv))),
+            }
         };
     }
     Ok(match x.dtype() {
@@ -194,12 +205,8 @@ fn sum(x: &Tensor, order: &[usize], n_rows: usize, row_len: usize, dims: &[usize
         DType::Uint16 => sum_as!(u16, u32, u32::from),
         DType::Uint32 => sum_as!(u32, u32, |v| v),
         DType::Uint64 => sum_as!(u64, u64, |v| v),
-        DType::Float16 => Tensor::from(rows::<f16, f16>(x, order, n_rows, row_len, dims, |r| {
-            f16::from_f32(kernels::sum_by(r, f16::to_f32))
-        })),
-        DType::Bfloat16 => Tensor::from(rows::<bf16, bf16>(x, order, n_rows, row_len, dims, |r| {
-            bf16::from_f32(kernels::sum_by(r, bf16::to_f32))
-        })),
+        DType::Float16 => sum_as!(f16, f32, f16::to_f32).cast(DType::Float16),
+        DType::Bfloat16 => sum_as!(bf16, f32, bf16::to_f32).cast(DType::Bfloat16),
         DType::Float32 => sum_as!(f32, f32, |v| v),
         DType::Float64 => sum_as!(f64, f64, |v| v),
     })
