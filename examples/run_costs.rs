@@ -117,7 +117,7 @@ fn mlp_step(state: StateStore, m: &Mlp) -> Result<StateStore> {
 
 fn mlp_overhead(dir: &Path) -> Result<()> {
     let (state, m) = build(&[784, 1024, 1024, 10], 256)?;
-    let steps = 40u64;
+    let steps = 50u64;
     let run_steps = |trainer: &mut Trainer<u64>| -> Result<Duration> {
         let start = Instant::now();
         for _ in 0..steps {
@@ -138,7 +138,7 @@ fn mlp_overhead(dir: &Path) -> Result<()> {
     run_steps(&mut journaled)?;
     let per = |d: Duration| d.as_secs_f64() * 1e3 / steps as f64;
     let mut rounds = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..5 {
         let base = run_steps(&mut memory)?;
         let with_run = run_steps(&mut journaled)?;
         rounds.push((with_run.as_secs_f64() / base.as_secs_f64(), per(base), per(with_run)));
@@ -146,7 +146,7 @@ fn mlp_overhead(dir: &Path) -> Result<()> {
     rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (ratio, base, with_run) = rounds[rounds.len() / 2];
     println!(
-        "2. 784-1024-1024-10 MLP step, batch 256 (median of 3 interleaved rounds of {steps} steps): in memory \
+        "2. 784-1024-1024-10 MLP step, batch 256 (median of 5 interleaved rounds of {steps} steps): in memory \
          {base:.2} ms, full state stored every 10 versions {with_run:.2} ms: {ratio:.3}x (target <= 1.10); \
          rounds {:?}",
         rounds.iter().map(|r| format!("{:.3}", r.0)).collect::<Vec<_>>()
