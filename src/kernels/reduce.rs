@@ -51,11 +51,17 @@ where
     T: Sync,
     R: Send,
 {
-    let mut level: Vec<R> = if s.len() >= THRESHOLD {
+    let level: Vec<R> = if s.len() >= THRESHOLD {
         super::par_map(s.len().div_ceil(CHUNK), &|i| leaf(i * CHUNK, &s[i * CHUNK..((i + 1) * CHUNK).min(s.len())]))
     } else {
         s.chunks(CHUNK).enumerate().map(|(i, c)| leaf(i * CHUNK, c)).collect()
     };
+    pairwise(level, combine)
+}
+
+/// Combines `level` pairwise, neighbours first, level by level (`((c0+c1)+(c2+c3))+...`): the tree across
+/// chunks shared by every reduction here. `None` for an empty level.
+fn pairwise<R>(mut level: Vec<R>, combine: impl Fn(R, R) -> R) -> Option<R> {
     while level.len() > 1 {
         let mut next = Vec::with_capacity(level.len().div_ceil(2));
         let mut items = level.into_iter();
@@ -99,7 +105,11 @@ fn sum_leaf<T: Copy, A: Acc>(c: &[T], f: &impl Fn(T) -> A) -> A {
     for (lane, &x) in lanes.iter_mut().zip(blocks.remainder()) {
         *lane = lane.acc_add(f(x));
     }
-    let [l0, l1, l2, l3, l4, l5, l6, l7] = lanes;
+    lane_tree(lanes)
+}
+
+/// The eight lanes of a chunk's sum combined as `((0+1)+(2+3))+((4+5)+(6+7))`.
+fn lane_tree<A: Acc>([l0, l1, l2, l3, l4, l5, l6, l7]: [A; 8]) -> A {
     (l0.acc_add(l1).acc_add(l2.acc_add(l3))).acc_add(l4.acc_add(l5).acc_add(l6.acc_add(l7)))
 }
 
@@ -144,29 +154,15 @@ where
                     *acc = acc.acc_add(f(x));
                 }
             }
-            (0..w)
-                .map(|j| {
-                    let l = |k: usize| lanes[k * w + j];
-                    (l(0).acc_add(l(1)).acc_add(l(2).acc_add(l(3))))
-                        .acc_add(l(4).acc_add(l(5)).acc_add(l(6).acc_add(l(7))))
-                })
-                .collect()
+            (0..w).map(|j| lane_tree(std::array::from_fn(|k| lanes[k * w + j]))).collect()
         };
-        let mut level: Vec<Vec<A>> =
+        let level: Vec<Vec<A>> =
             (0..n_sum.div_ceil(CHUNK)).map(|c| leaf(c * CHUNK, ((c + 1) * CHUNK).min(n_sum))).collect();
-        // Neighbours first, level by level, as `fold_chunks` combines chunk results.
-        while level.len() > 1 {
-            let mut next = Vec::with_capacity(level.len().div_ceil(2));
-            let mut items = level.into_iter();
-            while let Some(mut left) = items.next() {
-                if let Some(right) = items.next() {
-                    left.iter_mut().zip(right).for_each(|(l, r)| *l = l.acc_add(r));
-                }
-                next.push(left);
-            }
-            level = next;
-        }
-        level.pop().unwrap_or_else(|| vec![A::ZERO; w])
+        pairwise(level, |mut left, right| {
+            left.iter_mut().zip(right).for_each(|(l, r)| *l = l.acc_add(r));
+            left
+        })
+        .unwrap_or_else(|| vec![A::ZERO; w])
     };
     super::map_indices(n_cols.div_ceil(COLUMN_BLOCK), data.len(), block).into_iter().flatten().collect()
 }
