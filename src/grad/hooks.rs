@@ -9,7 +9,7 @@ use super::rules;
 use super::tape::Tape;
 use crate::dtype::DType;
 use crate::error::Result;
-use crate::ops::trace::{OpHooks, ViewBack};
+use crate::ops::trace::{CustomBack, OpHooks, ViewBack};
 use crate::ops::{Arg, Axes, BinaryOp, ReduceOp, UnaryOp};
 use crate::tensor::trace::{IndexInfo, TapeHook};
 use crate::tensor::Tensor;
@@ -74,6 +74,10 @@ impl OpHooks for Rules {
 
     fn view(&self, x: &Tensor, z: Tensor, back: ViewBack) -> Tensor {
         rules::view(x, z, back)
+    }
+
+    fn custom(&self, inputs: &[&Tensor], z: Tensor, back: CustomBack) -> Tensor {
+        rules::custom(inputs, z, back)
     }
 
     fn reshaped(&self, x: &Tensor, z: Tensor) -> Tensor {

@@ -321,6 +321,13 @@ pub(crate) fn view(x: &Tensor, z: Tensor, back: impl FnOnce(&Tensor) -> Result<T
     record(z, vec![Link::of(x)], Box::new(move |g, _| Ok(vec![Some(back(g)?)])))
 }
 
+/// Records `z` as computed from `inputs` with the backward `back` (an operation whose rule is written beside
+/// its forward in `ops`, through `ops::trace::custom`).
+pub(crate) fn custom(inputs: &[&Tensor], z: Tensor, back: crate::ops::trace::CustomBack) -> Tensor {
+    let links = inputs.iter().map(|t| Link::of(t)).collect();
+    record(z, links, back)
+}
+
 /// Records a reshape of `x` (any view with the same elements in the same order): the cotangent is reshaped.
 pub(crate) fn reshaped(x: &Tensor, z: Tensor) -> Tensor {
     let dims: Vec<isize> = x.dims().iter().map(|&d| d as isize).collect();

@@ -12,6 +12,11 @@ use crate::tensor::Tensor;
 /// A backward for a view or shape change: the cotangent of the input from the output's.
 pub(crate) type ViewBack = Box<dyn FnOnce(&Tensor) -> Result<Tensor> + Send>;
 
+/// A backward of an operation with several inputs: given the cotangent of the output (in the output's shape
+/// and dtype) and which inputs need one, the cotangent of each input, in that input's shape (or one it
+/// broadcasts to) and any float dtype (the sweep casts it back).
+pub(crate) type CustomBack = Box<dyn FnOnce(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + Send>;
+
 /// The recording form of each operation family: computes the result as the untraced operation does and
 /// records it on the tape of its traced operands.
 pub(crate) trait OpHooks: Send + Sync {
@@ -31,6 +36,9 @@ pub(crate) trait OpHooks: Send + Sync {
     fn log_softmax(&self, x: &Tensor, axis: isize) -> Result<Tensor>;
     /// `z`, a view or shape change of `x`, recorded with the backward `back`.
     fn view(&self, x: &Tensor, z: Tensor, back: ViewBack) -> Tensor;
+    /// `z`, computed from `inputs`, recorded with the backward `back` (an operation whose rule lives beside
+    /// its forward in `ops`: convolution, pooling, gather, ...).
+    fn custom(&self, inputs: &[&Tensor], z: Tensor, back: CustomBack) -> Tensor;
     /// `z`, a reshape of `x`, recorded.
     fn reshaped(&self, x: &Tensor, z: Tensor) -> Tensor;
     /// `z = x.permute(order)`, recorded.
@@ -85,4 +93,29 @@ pub(crate) fn permuted(x: &Tensor, z: Tensor, order: &[usize]) -> Tensor {
         Some(h) => h.permuted(x, z, order),
         None => z,
     }
+}
+
+/// `z`, computed from `inputs`, recorded with the backward `back` when any input is traced on a live tape;
+/// otherwise `z` as it is (and `back` is dropped unrun).
+///
+/// This is how an operation whose backward is written beside its forward joins the tape: `back` receives the
+/// output's cotangent and a flag per input (true where that input needs a cotangent) and returns one entry per
+/// input. It runs with untraced tensors, once, during the reverse sweep; whatever it captured is dropped then.
+pub(crate) fn custom(
+    inputs: &[&Tensor],
+    z: Tensor,
+    back: impl FnOnce(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + Send + 'static,
+) -> Tensor {
+    if inputs.iter().all(|t| t.trace().is_none()) {
+        return z;
+    }
+    match hooks(inputs.iter().map(|t| Some(*t))) {
+        Some(h) => h.custom(inputs, z, Box::new(back)),
+        None => z,
+    }
+}
+
+/// True when any of `inputs` is traced on a live tape: an operation may then keep what its backward needs.
+pub(crate) fn any_traced(inputs: &[&Tensor]) -> bool {
+    inputs.iter().any(|t| t.trace().is_some_and(|tr| tr.is_live()))
 }
