@@ -3,9 +3,12 @@
 Each round runs `cargo bench --bench grad -- --warm-up-time 1 --measurement-time 3 step/` (criterion's median
 estimate of every `step/<mlp>/<variant>/<n>t`, read from target/criterion/**/new/estimates.json), then
 tools/jax_step.py (each thread count in its own process under taskset). After the rounds it prints one table:
-for each MLP and thread count, the median over the rounds of purestate's tape step on an owned state, of the
-same step committed through a `Trainer` (keep_last(2)), and of JAX's jitted step, and the ratios to JAX (each
-the median over the rounds of that round's ratio, so that both sides of a ratio ran minutes apart at most).
+for each model (the two MLPs and the CNN `cnn-8x8-32-64`) and thread count, the median over the rounds of
+purestate's tape step on an owned state, of the same step committed through a `Trainer` (keep_last(2)), and of
+JAX's jitted step, and the ratios to JAX (each the median over the rounds of that round's ratio, so that both
+sides of a ratio ran minutes apart at most).
+A model or variant that criterion did not report (e.g. `step/cnn-8x8-32-64/tape/1t` before that benchmark
+exists) is shown as "n/a".
 
 The venv (tools/.venv, ignored by git) is made on first use from tools/requirements-peer.txt. Neither tests nor
 CI need any of this.
@@ -79,7 +82,7 @@ def fmt(seconds):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--runs", type=int, default=50, help="timed JAX steps per MLP and thread count")
+    parser.add_argument("--runs", type=int, default=50, help="timed JAX steps per model and thread count")
     args = parser.parse_args()
     ensure_venv()
 
@@ -105,20 +108,33 @@ def main():
     print(f"purestate `{' '.join(BENCH)}` vs JAX {jax_version} jit (tools/jax_step.py --runs {args.runs}); "
           f"medians of {args.rounds} interleaved rounds")
     print()
-    head = ["MLP, batch", "threads"] + [t for _, t in VARIANTS[:1]] + ["JAX jit", "purestate / JAX"]
+    head = ["model, batch", "threads"] + [t for _, t in VARIANTS[:1]] + ["JAX jit", "purestate / JAX"]
     head += [VARIANTS[1][1], "committed / JAX"]
     print("| " + " | ".join(head) + " |")
     print("|" + " --- |" * len(head))
     med = statistics.median
-    for (mlp, batch, threads), row in sorted(rows.items(), key=lambda kv: (-len(kv[0][0]), kv[0][2])):
+
+    def cell(row, key, show):
+        return show(med(row[key])) if row.get(key) else "n/a"
+
+    def ratio(x):
+        return f"{x:.2f}x"
+
+    # The MLPs as before (the larger first), then the CNN.
+    order = sorted(rows.items(), key=lambda kv: (kv[0][0].startswith("cnn"), -len(kv[0][0]), kv[0][2]))
+    for (mlp, batch, threads), row in order:
         cells = [f"{mlp}, {batch}", str(threads)]
         tape, committed = VARIANTS[0][0], VARIANTS[1][0]
-        cells += [fmt(med(row[tape])), fmt(med(row["jax"])), f"{med(row[tape + '/ratio']):.2f}x"]
-        cells += [fmt(med(row[committed])), f"{med(row[committed + '/ratio']):.2f}x"]
+        cells += [cell(row, tape, fmt), cell(row, "jax", fmt), cell(row, tape + "/ratio", ratio)]
+        cells += [cell(row, committed, fmt), cell(row, committed + "/ratio", ratio)]
         print("| " + " | ".join(cells) + " |")
     print()
     print("per round: purestate tape / JAX in ms (JAX's CPU seconds per wall-clock second)")
     for (mlp, batch, threads), row in sorted(rows.items()):
+        if not row.get(VARIANTS[0][0]):
+            pairs = ", ".join(f"n/a/{b * 1e3:.3f} ({c:.2f})" for b, c in zip(row["jax"], row["jax_cpu"]))
+            print(f"  {mlp} {threads}t: {pairs}")
+            continue
         pairs = ", ".join(f"{a * 1e3:.3f}/{b * 1e3:.3f} ({c:.2f})"
                           for a, b, c in zip(row[VARIANTS[0][0]], row["jax"], row["jax_cpu"]))
         print(f"  {mlp} {threads}t: {pairs}")
