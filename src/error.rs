@@ -423,6 +423,41 @@ pub enum Error {
         /// The fingerprint of the replayed state.
         got: Fingerprint,
     },
+    /// A variable being differentiated was assigned inside the differentiated function: whether the update
+    /// should see the assigned value or the gradient of the read one would be a silent choice.
+    #[error("`{path}`: assigned inside the function differentiated with respect to it; differentiate with respect to other variables (`grad::wrt`), or mark it non-trainable")]
+    AssignDifferentiated {
+        /// The variable's path.
+        path: String,
+    },
+    /// A differentiated function assigned variables (BatchNorm statistics, a seed generator's state, metrics),
+    /// but was called through a form that returns no state, so the assignments would be lost.
+    #[error("{op}: the function assigned {}, but this call returns no state; use `ValueAndGrad::call` or `grad::value_and_grad_aux`, whose output carries it", fmt_paths(.paths))]
+    StateDropped {
+        /// The call.
+        op: &'static str,
+        /// The paths of the variables assigned, in the order of their first assignment.
+        paths: Vec<String>,
+    },
+    /// A layer was given an input it cannot take (wrong rank, channel count or size), or built with an
+    /// option outside its domain.
+    #[error("`{layer}`: {reason}, got input shape {got}")]
+    LayerInput {
+        /// The layer's path (its name scope, `model/layer`).
+        layer: String,
+        /// The input's shape (with the batch axis at call time, without it at build time).
+        got: Shape,
+        /// What the layer expects.
+        reason: String,
+    },
+}
+
+fn fmt_paths(paths: &[String]) -> String {
+    let shown: Vec<String> = paths.iter().take(4).map(|p| format!("`{p}`")).collect();
+    match paths.len() {
+        n if n > 4 => format!("{} and {} more", shown.join(", "), n - 4),
+        _ => shown.join(", "),
+    }
 }
 
 fn fmt_base(base: &Option<u64>) -> String {

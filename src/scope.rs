@@ -1,7 +1,7 @@
 //! [`Scope`]: Keras's `StatelessScope` — reads through overriding values, read-your-writes assignment,
 //! autocast on read, collected losses — over a store that it never changes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -43,6 +43,7 @@ pub struct Scope {
     overrides: HashMap<Variable, Tensor>,
     autocast: Option<DType>,
     losses: Vec<Tensor>,
+    assigned: Vec<Variable>,
     tape: Option<TapeScope>,
 }
 
@@ -51,6 +52,8 @@ pub struct Scope {
 pub(crate) struct TapeScope {
     pub(crate) tape: Arc<dyn TapeHook>,
     pub(crate) watched: Vec<Tensor>,
+    /// The variables being differentiated: assigning one is [`Error::AssignDifferentiated`].
+    pub(crate) differentiated: HashSet<Variable>,
 }
 
 impl Scope {
@@ -62,6 +65,7 @@ impl Scope {
             overrides: HashMap::new(),
             autocast: state.compute_dtype(),
             losses: Vec::new(),
+            assigned: Vec::new(),
             tape: None,
         }
     }
@@ -70,11 +74,17 @@ impl Scope {
     /// on `tape` (the scope of a [`crate::grad`] call).
     // `Variable` hashes and compares by its key alone; its lineage's mutex never takes part.
     #[allow(clippy::mutable_key_type)]
-    pub(crate) fn traced(state: &StateStore, leaves: HashMap<Variable, Tensor>, tape: Arc<dyn TapeHook>) -> Scope {
-        let mut scope = Scope::new(state);
-        scope.overrides = leaves;
-        scope.tape = Some(TapeScope { tape, watched: Vec::new() });
-        scope
+    pub(crate) fn traced(state: StateStore, leaves: HashMap<Variable, Tensor>, tape: Arc<dyn TapeHook>) -> Scope {
+        let differentiated = leaves.keys().cloned().collect();
+        let autocast = state.compute_dtype();
+        Scope {
+            current: state,
+            overrides: leaves,
+            autocast,
+            losses: Vec::new(),
+            assigned: Vec::new(),
+            tape: Some(TapeScope { tape, watched: Vec::new(), differentiated }),
+        }
     }
 
     /// Marks `x` as an input to differentiate with respect to, and returns it traced: inside a
@@ -188,29 +198,46 @@ impl Scope {
     /// [`finish`](Self::finish) returns a store holding it.
     ///
     /// # Errors
-    /// As [`StateStore::assign`].
+    /// As [`StateStore::assign`]; [`Error::AssignDifferentiated`] in the scope of a [`crate::grad`] call, for a
+    /// variable being differentiated. On error the scope is unchanged.
     pub fn assign(&mut self, var: &Variable, value: impl Into<Tensor>) -> Result<()> {
-        self.current.assign(var, value)?;
+        self.check_assignable(var)?;
+        self.current.assign(var, value.into().detach())?;
         self.overrides.remove(var);
+        self.note_assigned(var);
         Ok(())
     }
 
     /// Adds to the variable's value in this scope, as [`StateStore::assign_add`].
     ///
     /// # Errors
-    /// As [`StateStore::assign_add`].
+    /// As [`StateStore::assign_add`]; [`Error::AssignDifferentiated`] in the scope of a [`crate::grad`] call, for a
+    /// variable being differentiated. On error the scope is unchanged.
     pub fn assign_add(&mut self, var: &Variable, value: impl Into<Tensor>) -> Result<()> {
+        self.check_assignable(var)?;
         self.materialize_override(var)?;
-        self.current.assign_add(var, value)
+        self.current.assign_add(var, value.into().detach())?;
+        self.note_assigned(var);
+        Ok(())
     }
 
     /// Subtracts from the variable's value in this scope, as [`StateStore::assign_sub`].
     ///
     /// # Errors
-    /// As [`StateStore::assign_sub`].
+    /// As [`StateStore::assign_sub`]; [`Error::AssignDifferentiated`] in the scope of a [`crate::grad`] call, for a
+    /// variable being differentiated. On error the scope is unchanged.
     pub fn assign_sub(&mut self, var: &Variable, value: impl Into<Tensor>) -> Result<()> {
+        self.check_assignable(var)?;
         self.materialize_override(var)?;
-        self.current.assign_sub(var, value)
+        self.current.assign_sub(var, value.into().detach())?;
+        self.note_assigned(var);
+        Ok(())
+    }
+
+    /// The variables assigned in this scope so far (by [`assign`](Self::assign), [`assign_add`](Self::assign_add)
+    /// or [`assign_sub`](Self::assign_sub)), each once, in the order of their first assignment.
+    pub fn assigned(&self) -> &[Variable] {
+        &self.assigned
     }
 
     /// Records a loss (Keras: `Layer.add_loss`); [`finish`](Self::finish) returns the losses in the order they
@@ -228,6 +255,22 @@ impl Scope {
     /// not written), and the collected losses.
     pub fn finish(self) -> (StateStore, Vec<Tensor>) {
         (self.current, self.losses)
+    }
+
+    /// [`Error::AssignDifferentiated`] when `var` is being differentiated in this scope.
+    fn check_assignable(&self, var: &Variable) -> Result<()> {
+        match &self.tape {
+            Some(t) if t.differentiated.contains(var) => {
+                Err(Error::AssignDifferentiated { path: var.path().to_string() })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn note_assigned(&mut self, var: &Variable) {
+        if !self.assigned.contains(var) {
+            self.assigned.push(var.clone());
+        }
     }
 
     fn materialize_override(&mut self, var: &Variable) -> Result<()> {
@@ -252,6 +295,7 @@ impl fmt::Debug for Scope {
             .field("overrides", &self.overrides.len())
             .field("autocast", &self.autocast)
             .field("losses", &self.losses.len())
+            .field("assigned", &self.assigned.len())
             .field("traced", &self.tape.is_some())
             .finish()
     }

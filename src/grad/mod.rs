@@ -48,9 +48,15 @@ pub enum Missing {
     Skip,
 }
 
-/// Everything a call computed: the loss, the variables' gradients and the watched inputs' gradients.
+/// Everything a call computed: the loss, the variables' gradients, the watched inputs' gradients, the state the
+/// function's scope ended with, and the function's auxiliary value.
+///
+/// `state` is the store the call was given with every assignment the function made through its [`Scope`]
+/// (BatchNorm moving statistics, a Dropout layer's seed state, metrics), as Keras's `stateless_call` returns
+/// `non_trainable_variables` and JAX's `has_aux` returns auxiliaries; it derives from the same committed
+/// version, so an optimizer step on it commits: `trainer.commit(opt.apply(out.state, &out.grads)?)`.
 #[derive(Clone, Debug)]
-pub struct GradOutput {
+pub struct GradOutput<A = ()> {
     /// The total loss (the closure's loss plus collected losses and regularizer penalties), untraced.
     pub loss: Tensor,
     /// The gradient of every differentiated variable, in its own shape and dtype, in creation order.
@@ -58,6 +64,30 @@ pub struct GradOutput {
     /// The gradient with respect to each tensor passed to [`Scope::watch`], in the order of the calls, in its
     /// shape and dtype (zeros when the loss does not depend on it).
     pub inputs: Vec<Tensor>,
+    /// The state the function's scope ended with: the given state plus the function's assignments.
+    pub state: StateStore,
+    /// The function's auxiliary value (`()` for [`ValueAndGrad::call`]). Tensors in it are plain values: their
+    /// trace ended with the call.
+    pub aux: A,
+}
+
+/// A state a differentiation starts from: a `StateStore` by value (its buffers can then be donated to the
+/// optimizer step that follows, as `jax.jit`'s `donate_argnums`) or by reference (an O(1) snapshot is taken).
+pub trait IntoState {
+    /// The store.
+    fn into_state(self) -> StateStore;
+}
+
+impl IntoState for StateStore {
+    fn into_state(self) -> StateStore {
+        self
+    }
+}
+
+impl IntoState for &StateStore {
+    fn into_state(self) -> StateStore {
+        self.clone()
+    }
 }
 
 /// The options of a differentiation: which variables, what to do with those the loss does not reach, and the
@@ -111,26 +141,79 @@ impl ValueAndGrad {
         self
     }
 
-    /// Runs `loss_fn` on a scope over `state`, differentiates the total loss and returns everything.
+    /// Runs `loss_fn` on a scope over `state`, differentiates the total loss and returns everything, the
+    /// state the scope ended with included.
     ///
     /// The total loss is the closure's loss, plus each loss the scope collected ([`Scope::add_loss`]) summed
     /// to a scalar, plus the penalty of every trainable variable that has a regularizer (read or not; frozen
     /// variables add nothing), as Keras's `Trainer.compute_loss`; collected losses and penalties of an integer
     /// dtype are cast to the store's floatx. Costs one pass of the closure plus one backward pass (about twice
-    /// the forward's arithmetic); the tape and every tensor it saved are dropped before this returns.
+    /// the forward's arithmetic); the tape and every tensor it saved are dropped before this returns, so a
+    /// state passed by value comes back holding its buffers alone (an optimizer step then updates in place).
     ///
     /// # Errors
     /// [`Error::ShapeMismatch`] (path `value_and_grad`) when the loss is not 0-d; [`Error::UnsupportedDType`]
     /// when it is not a float; [`Error::ForeignVariable`] / [`Error::StaleVariable`] for a `wrt` variable the
     /// store does not hold; [`Error::UnsupportedDType`] for a non-float `wrt` variable;
-    /// [`Error::DuplicatePath`] for a variable listed twice; any error of the closure or of a penalty.
-    // `Variable` hashes and compares by its key alone; its lineage's mutex never takes part.
-    #[allow(clippy::mutable_key_type)]
-    pub fn call<F>(&self, state: &StateStore, loss_fn: F) -> Result<GradOutput>
+    /// [`Error::DuplicatePath`] for a variable listed twice; [`Error::AssignDifferentiated`] when the closure
+    /// assigns a variable being differentiated; any error of the closure or of a penalty.
+    ///
+    /// # Examples
+    /// A step whose function advances a counter (as a BatchNorm layer its moving statistics):
+    /// ```
+    /// use purestate::{grad::ValueAndGrad, init, optim::{Optimizer, Sgd}, StateStore, VariableSpec};
+    /// let mut state = StateStore::new();
+    /// let w = state.create(VariableSpec::new(init::Ones).shape([2]).name("w"))?;
+    /// let calls = state.create(VariableSpec::new(init::Zeros).shape([]).name("calls").trainable(false))?;
+    /// let mut opt = Sgd::new(0.5);
+    /// opt.build(&mut state, &[w.clone()])?;
+    ///
+    /// let out = ValueAndGrad::new().call(state, |scope| {
+    ///     scope.assign_add(&calls, 1.0f32)?;
+    ///     scope.get(&w)?.square()?.sum(None, false)
+    /// })?;
+    /// let next = opt.apply(out.state, &out.grads)?;      // one line per stage
+    /// assert_eq!(next.get(&calls)?.to_f64()?, 1.0);      // the function's assignment is kept
+    /// assert_eq!(next.get(&w)?.to_vec::<f32>()?, [0.0, 0.0]);
+    /// # Ok::<(), purestate::Error>(())
+    /// ```
+    pub fn call<S, F>(&self, state: S, loss_fn: F) -> Result<GradOutput>
     where
+        S: IntoState,
         F: FnOnce(&mut Scope) -> Result<Tensor>,
     {
+        self.call_with_aux(state, |scope| Ok((loss_fn(scope)?, ())))
+    }
+
+    /// As [`call`](Self::call), for a function that also returns an auxiliary value (JAX's `has_aux=True`):
+    /// predictions for metrics, per-example losses, anything. The value comes back in [`GradOutput::aux`].
+    ///
+    /// # Errors
+    /// As [`call`](Self::call).
+    ///
+    /// # Examples
+    /// ```
+    /// use purestate::{grad::ValueAndGrad, init, StateStore, Tensor, VariableSpec};
+    /// let mut state = StateStore::new();
+    /// let w = state.create(VariableSpec::new(init::Constant::new(2.0)).shape([2]).name("w"))?;
+    /// let x = Tensor::from([1.0f32, 3.0]);
+    /// let out = ValueAndGrad::new().call_with_aux(&state, |scope| {
+    ///     let pred = scope.get(&w)?.mul(&x)?;
+    ///     Ok((pred.sum(None, false)?, pred))               // the loss, and the predictions as aux
+    /// })?;
+    /// assert_eq!(out.aux.to_vec::<f32>()?, [2.0, 6.0]);
+    /// assert_eq!(out.grads.get(&w).unwrap().to_vec::<f32>()?, [1.0, 3.0]);
+    /// # Ok::<(), purestate::Error>(())
+    /// ```
+    // `Variable` hashes and compares by its key alone; its lineage's mutex never takes part.
+    #[allow(clippy::mutable_key_type)]
+    pub fn call_with_aux<S, A, F>(&self, state: S, loss_fn: F) -> Result<GradOutput<A>>
+    where
+        S: IntoState,
+        F: FnOnce(&mut Scope) -> Result<(Tensor, A)>,
+    {
         const OP: &str = "value_and_grad";
+        let state = state.into_state();
         let vars = match &self.wrt {
             Some(vars) => {
                 let mut seen = HashSet::new();
@@ -155,11 +238,12 @@ impl ValueAndGrad {
             ids.push(leaf.trace().map(Trace::id));
             leaves.insert(var.clone(), leaf);
         }
+        let floatx = state.floatx();
         let mut scope = Scope::traced(state, leaves, tape.clone());
         if let Some(dtype) = self.autocast {
             scope = scope.with_autocast(dtype)?;
         }
-        let loss = loss_fn(&mut scope)?;
+        let (loss, aux) = loss_fn(&mut scope)?;
         if loss.ndim() != 0 {
             return Err(Error::ShapeMismatch { path: OP.into(), expected: Shape::from(Vec::new()), got: loss.shape() });
         }
@@ -168,20 +252,22 @@ impl ValueAndGrad {
         }
         let mut total = loss;
         for extra in scope.losses().to_vec() {
-            total = total.add(&aggregate(extra, state.floatx())?)?;
+            total = total.add(&aggregate(extra, floatx)?)?;
         }
-        for var in state.variables() {
-            if !state.trainable(&var)? {
+        let current = scope.state().clone();
+        for var in current.variables() {
+            if !current.trainable(&var)? {
                 continue;
             }
-            if let Some(regularizer) = state.regularizer(&var)? {
+            if let Some(regularizer) = current.regularizer(&var)? {
                 let penalty = regularizer.penalty(&scope.value(&var)?)?;
-                total = total.add(&aggregate(penalty, state.floatx())?)?;
+                total = total.add(&aggregate(penalty, floatx)?)?;
             }
         }
+        drop(current);
         let cotangents = tape.backward(&total)?;
         let watched = scope.take_tape().map(|t| t.watched).unwrap_or_default();
-        drop(scope);
+        let (state, _) = scope.finish();
         let mut pairs = Vec::with_capacity(vars.len());
         for (var, id) in vars.into_iter().zip(ids) {
             match (id.and_then(|id| cotangents.get(id).cloned().flatten()), self.missing) {
@@ -204,30 +290,48 @@ impl ValueAndGrad {
         drop(watched);
         drop(cotangents);
         drop(tape);
-        Ok(GradOutput { loss, grads: Grads::from_pairs(pairs)?, inputs })
+        Ok(GradOutput { loss, grads: Grads::from_pairs(pairs)?, inputs, state, aux })
     }
 
-    /// The total loss and the variables' gradients; see [`ValueAndGrad::call`].
+    /// The total loss and the variables' gradients, for a function that assigns nothing; see
+    /// [`ValueAndGrad::call`], which also returns the state.
     ///
     /// # Errors
-    /// As [`ValueAndGrad::call`].
+    /// As [`ValueAndGrad::call`]; [`Error::StateDropped`] when the function assigned a variable (its
+    /// assignment would be lost: use [`ValueAndGrad::call`]).
     pub fn value_and_grad<F>(&self, state: &StateStore, loss_fn: F) -> Result<(Tensor, Grads)>
     where
         F: FnOnce(&mut Scope) -> Result<Tensor>,
     {
-        let out = self.call(state, loss_fn)?;
+        let out = self.stateless("value_and_grad", state, loss_fn)?;
         Ok((out.loss, out.grads))
     }
 
-    /// The variables' gradients only; see [`ValueAndGrad::call`].
+    /// [`call`](Self::call) for the forms that return no state: [`Error::StateDropped`] when the function
+    /// assigned anything, which those forms would lose.
+    fn stateless<F>(&self, op: &'static str, state: &StateStore, loss_fn: F) -> Result<GradOutput<()>>
+    where
+        F: FnOnce(&mut Scope) -> Result<Tensor>,
+    {
+        let out = self.call_with_aux(state, |scope| {
+            let loss = loss_fn(scope)?;
+            Ok((loss, scope.assigned().iter().map(|v| v.path().to_string()).collect::<Vec<_>>()))
+        })?;
+        if !out.aux.is_empty() {
+            return Err(Error::StateDropped { op, paths: out.aux });
+        }
+        Ok(GradOutput { loss: out.loss, grads: out.grads, inputs: out.inputs, state: out.state, aux: () })
+    }
+
+    /// The variables' gradients only, for a function that assigns nothing; see [`ValueAndGrad::call`].
     ///
     /// # Errors
-    /// As [`ValueAndGrad::call`].
+    /// As [`ValueAndGrad::value_and_grad`].
     pub fn grad<F>(&self, state: &StateStore, loss_fn: F) -> Result<Grads>
     where
         F: FnOnce(&mut Scope) -> Result<Tensor>,
     {
-        Ok(self.call(state, loss_fn)?.grads)
+        Ok(self.stateless("grad", state, loss_fn)?.grads)
     }
 }
 
@@ -250,7 +354,9 @@ fn aggregate(loss: Tensor, floatx: DType) -> Result<Tensor> {
 /// [`Optimizer::apply`](crate::optim::Optimizer::apply) takes.
 ///
 /// # Errors
-/// As [`ValueAndGrad::call`]: a loss that is not a 0-d float tensor, or an error of the closure.
+/// As [`ValueAndGrad::call`]: a loss that is not a 0-d float tensor, or an error of the closure;
+/// [`Error::StateDropped`] when the closure assigned a variable (use [`value_and_grad_aux`], which returns the
+/// state).
 ///
 /// # Examples
 /// A linear model with a mean squared error, one Adam step:
@@ -280,6 +386,47 @@ where
     F: FnOnce(&mut Scope) -> Result<Tensor>,
 {
     ValueAndGrad::new().value_and_grad(state, loss_fn)
+}
+
+/// The loss, gradients, state and auxiliary value of `loss_fn` (JAX's `jax.value_and_grad(f, has_aux=True)`,
+/// as Keras's JAX trainer calls it): the closure returns `(loss, aux)`, and whatever it assigned through its
+/// [`Scope`] (BatchNorm statistics, seed states, metrics) comes back in [`GradOutput::state`]. Pass the state by
+/// value to let the optimizer step that follows update its buffers in place. Shortcut for
+/// `ValueAndGrad::new().call_with_aux(state, loss_fn)`.
+///
+/// # Errors
+/// As [`ValueAndGrad::call`].
+///
+/// # Examples
+/// A step whose function draws a dropout-style mask from a seed generator kept in the state:
+/// ```
+/// use purestate::{grad, init, optim::{Adam, Optimizer}, random::{self, SeedGenerator}};
+/// use purestate::{StateStore, VariableSpec};
+/// let mut state = StateStore::new();
+/// let w = state.create(VariableSpec::new(init::Ones).shape([4]).name("w"))?;
+/// let seeds = SeedGenerator::new(&mut state, 42)?;
+/// let mut opt = Adam::new(1e-3);
+/// opt.build(&mut state, &[w.clone()])?;
+///
+/// let step = |state: StateStore| -> purestate::Result<StateStore> {
+///     let out = grad::value_and_grad_aux(state, |scope| {
+///         let keep = random::bernoulli(seeds.next_key_in(scope)?, 0.5, [4])?;
+///         let loss = scope.get(&w)?.mul(&keep.cast(purestate::DType::Float32))?.sum(None, false)?;
+///         Ok((loss, keep))
+///     })?;
+///     opt.apply(out.state, &out.grads)
+/// };
+/// let first = step(state.clone())?;
+/// assert_ne!(first.get(seeds.variable())?.to_vec::<u32>()?, state.get(seeds.variable())?.to_vec::<u32>()?);
+/// assert!(step(state.clone())?.fingerprint() == first.fingerprint()); // same snapshot, same bits
+/// # Ok::<(), purestate::Error>(())
+/// ```
+pub fn value_and_grad_aux<S, A, F>(state: S, loss_fn: F) -> Result<GradOutput<A>>
+where
+    S: IntoState,
+    F: FnOnce(&mut Scope) -> Result<(Tensor, A)>,
+{
+    ValueAndGrad::new().call_with_aux(state, loss_fn)
 }
 
 /// The gradient of the loss `loss_fn` computes with respect to every trainable float variable (JAX's

@@ -187,11 +187,12 @@ fn position(vars: &[Variable], var: &Variable) -> Option<usize> {
     vars.binary_search_by(|v| v.key.cmp(&var.key)).ok().filter(|&i| vars[i] == *var)
 }
 
-/// The one replica's value, or [`Error::ReplicaConflict`] when several assigned.
+/// The one value the replicas assigned: one replica's, or several replicas' bit-identical values (every
+/// replica advancing a seed generator's state from the same value), else [`Error::ReplicaConflict`].
 fn single(var: &Variable, assigned: &[Option<&Tensor>], option: &'static str) -> Result<Tensor> {
     let mut values = assigned.iter().flatten();
-    match (values.next(), values.next()) {
-        (Some(only), None) => Ok((*only).clone()),
+    match values.next() {
+        Some(first) if values.all(|v| v.bit_eq(first)) => Ok((*first).clone()),
         _ => {
             Err(Error::ReplicaConflict { path: var.path().into(), replicas: assigned.iter().flatten().count(), option })
         }

@@ -349,7 +349,7 @@ impl StateStore {
                 got: value.shape(),
             });
         }
-        let value = value.cast(var.dtype());
+        let value = value.detach().cast(var.dtype());
         *self.value_mut(var)? = value;
         Ok(())
     }

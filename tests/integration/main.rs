@@ -2,6 +2,7 @@
 
 mod checkpoint;
 mod grad;
+mod grad_state;
 mod init;
 mod kernels;
 mod losses;
