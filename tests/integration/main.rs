@@ -1,8 +1,10 @@
 //! purestate's integration tests: one binary, one module per concern.
 
 mod checkpoint;
+mod conv;
 mod grad;
 mod init;
+mod jax_ops_conv;
 mod kernels;
 mod losses;
 mod ops;
