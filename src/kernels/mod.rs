@@ -19,6 +19,7 @@
 //! | [`buffer`] | output buffers of large results: recycled through a bounded pool, staggered start offsets |
 //! | [`gemm`](mod@gemm) | `gemm`, `gemm_batched`: f32/f64 matrix products over rayon (the one audited foreign call), deterministic |
 //! | [`par`] | `map_tasks`: coarse jobs (one per replica) in parallel, results in order |
+//! | [`rows`] | `for_rows`: whole rows of an output written in parallel (convolution and pooling) |
 
 pub mod binary;
 pub mod buffer;
@@ -26,6 +27,7 @@ pub mod chunks;
 pub mod gemm;
 pub mod par;
 pub mod reduce;
+pub mod rows;
 pub mod unary;
 pub mod zip_mut;
 
@@ -37,6 +39,7 @@ pub use binary::{broadcast_shapes, zip3_map, zip_map, zip_map_assign};
 pub use chunks::for_chunks;
 pub use fill::fill_indexed;
 pub use reduce::{argmax_by, fold_chunks, map_rows, min_max_by, sum_by, sum_columns_by, Acc};
+pub use rows::for_rows;
 pub use unary::{fill, map, map_inplace, map_slice};
 pub use zip_mut::{zip_mut, Lanes, Moved};
 

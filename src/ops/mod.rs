@@ -35,10 +35,12 @@
 mod arith;
 mod bitwise;
 mod compare;
+mod conv;
 mod convert;
 mod math;
 mod matmul;
 pub(crate) mod num;
+mod pool;
 mod reduce;
 mod shape;
 mod sugar;
@@ -48,8 +50,10 @@ use crate::dtype::{result_type, DType, Operand};
 use crate::error::{Error, Result};
 use crate::tensor::{with_dtype, Element, Scalar, Tensor};
 
+pub use conv::{conv2d, Conv2d, Padding};
 pub use math::{unary, UnaryOp};
 pub use matmul::matmul;
+pub use pool::{avg_pool2d, max_pool2d, Pool2d};
 pub use reduce::{reduce, Axes, ReduceOp};
 
 /// The default float dtype used by the `Tensor` methods (Keras's default floatx).

@@ -1,9 +1,11 @@
 //! purestate's integration tests: one binary, one module per concern.
 
 mod checkpoint;
+mod conv;
 mod grad;
 mod grad_state;
 mod init;
+mod jax_ops_conv;
 mod kernels;
 mod losses;
 mod ops;
