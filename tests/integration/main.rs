@@ -3,8 +3,10 @@
 mod checkpoint;
 mod grad;
 mod init;
+mod jax_ops_misc;
 mod kernels;
 mod losses;
+mod nn_ops;
 mod ops;
 mod optim;
 mod props;
