@@ -16,6 +16,7 @@
 //! | [`zip_mut`](mod@zip_mut) | `zip_mut` over tuples of slices: the fused in-place updates of the optimizers |
 //! | [`chunks`] | `for_chunks`: fixed chunks of several slices, a result per chunk (update, hash and scan in one pass) |
 //! | [`reduce`] | `sum_by`, `min_max_by`, `argmax_by`, `fold_chunks`, `map_rows` |
+//! | [`gather`] | `fill_chunks`, `gather_rows` (`take`), `scatter_add_rows` (its gradient: grouped by destination, no atomics) |
 //! | [`buffer`] | output buffers of large results: recycled through a bounded pool, staggered start offsets |
 //! | [`gemm`](mod@gemm) | `gemm`, `gemm_batched`: f32/f64 matrix products over rayon (the one audited foreign call), deterministic |
 //! | [`par`] | `map_tasks`: coarse jobs (one per replica) in parallel, results in order |
@@ -24,6 +25,7 @@
 pub mod binary;
 pub mod buffer;
 pub mod chunks;
+pub mod gather;
 pub mod gemm;
 pub mod par;
 pub mod reduce;
@@ -38,6 +40,7 @@ mod fill;
 pub use binary::{broadcast_shapes, zip3_map, zip_map, zip_map_assign};
 pub use chunks::for_chunks;
 pub use fill::fill_indexed;
+pub use gather::{fill_chunks, gather_rows, scatter_add_rows};
 pub use reduce::{argmax_by, fold_chunks, map_rows, min_max_by, sum_by, sum_columns_by, Acc};
 pub use rows::for_rows;
 pub use unary::{fill, map, map_inplace, map_slice};

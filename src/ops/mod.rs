@@ -30,19 +30,32 @@
 //! - `&`, `|`, `^` and `!` are bitwise on integers, logical on bool, and an error on floats (a Keras
 //!   variable's `&`, `|`, `^` are logical on any dtype); [`Tensor::logical_and`] and friends are logical on
 //!   any dtype;
-//! - elementwise comparisons are named methods (`equal`, `less`, ...): `PartialEq` keeps its meaning.
+//! - elementwise comparisons are named methods (`equal`, `less`, ...): `PartialEq` keeps its meaning;
+//! - [`Tensor::take`] with an index out of range and [`Tensor::slice`] past the end are errors (JAX fills NaN,
+//!   and moves the slice's start back, respectively).
+//!
+//! # Layer library ops
+//! Beyond a variable's operators: indexing by integer tensors ([`Tensor::take`], [`one_hot`]), joining and
+//! cutting ([`concatenate`], [`stack`], [`Tensor::split`], [`Tensor::slice`]), activations ([`Tensor::gelu`],
+//! [`Tensor::silu`], [`Tensor::softplus`], ...) and statistics ([`Tensor::var`], [`Tensor::moments`],
+//! [`Tensor::logsumexp`], ...), each differentiable with a backward written beside its forward.
 
+mod activation;
 mod arith;
 mod bitwise;
 mod compare;
 mod conv;
 mod convert;
+mod erf;
+mod gather;
+mod join;
 mod math;
 mod matmul;
 pub(crate) mod num;
 mod pool;
 mod reduce;
 mod shape;
+mod stats;
 mod sugar;
 pub(crate) mod trace;
 
@@ -51,6 +64,8 @@ use crate::error::{Error, Result};
 use crate::tensor::{with_dtype, Element, Scalar, Tensor};
 
 pub use conv::{conv2d, Conv2d, Padding};
+pub use gather::one_hot;
+pub use join::{concatenate, stack, Split};
 pub use math::{unary, UnaryOp};
 pub use matmul::matmul;
 pub use pool::{avg_pool2d, max_pool2d, Pool2d};

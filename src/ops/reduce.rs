@@ -229,7 +229,7 @@ fn rows<T: Element, R: Element>(
 }
 
 /// Sorted, distinct, non-negative axes.
-fn normalize_axes(op: &'static str, dims: &[usize], axes: &Axes) -> Result<Vec<usize>> {
+pub(crate) fn normalize_axes(op: &'static str, dims: &[usize], axes: &Axes) -> Result<Vec<usize>> {
     let ndim = dims.len();
     let Axes::These(list) = axes else {
         return Ok((0..ndim).collect());
