@@ -16,6 +16,9 @@
 //!    head, numbers it and records its [`Fingerprint`]. Rollback moves the head.
 //! 5. **Determinism is a contract.** The same snapshot and inputs give a bit-identical next snapshot, whatever
 //!    the thread count; randomness comes from counter-based keys ([`random::Key`]).
+//! 6. **A step returns everything it changed.** The differentiated function's scope hands back its
+//!    assignments ([`grad::GradOutput::state`]): BatchNorm statistics, Dropout seed states and metrics flow
+//!    through pure steps like any other variable.
 //!
 //! ## Quickstart
 //!
@@ -45,7 +48,8 @@
 //! | [`variable`] | [`Variable`] handles, [`VariableSpec`], [`Aggregation`], [`Synchronization`] |
 //! | [`store`] | [`StateStore`], [`Fingerprint`], [`StoreDiff`] |
 //! | [`scope`] | [`Scope`], Keras's `StatelessScope` |
-//! | [`grad`] | [`grad::value_and_grad`]: reverse-mode autodiff on a tape that lives for one call; [`grad::Grads`] |
+//! | [`grad`] | [`grad::value_and_grad`], [`grad::value_and_grad_aux`]: reverse-mode autodiff on a tape that lives for one call; [`grad::Grads`]; the state and auxiliary value the function returns |
+//! | [`layers`] | Keras layers (Dense, Conv2D, pooling, BatchNormalization, LayerNormalization, Dropout, Embedding, Sequential) whose state lives in the store |
 //! | [`losses`] | Keras's losses with fused, numerically stable backward passes |
 //! | [`trainer`] | [`Trainer`], [`Retention`], history |
 //! | [`random`] | [`random::Key`] (Threefry-2x32), JAX-exact sampling, [`random::SeedGenerator`] |
@@ -63,6 +67,7 @@ pub mod error;
 pub mod grad;
 pub mod init;
 pub mod kernels;
+pub mod layers;
 pub mod losses;
 pub mod ops;
 pub mod optim;

@@ -8,6 +8,7 @@ mod init;
 mod jax_ops_conv;
 mod jax_ops_misc;
 mod kernels;
+mod layers;
 mod losses;
 mod nn_ops;
 mod ops;

@@ -85,6 +85,7 @@ const LAYERS: &[&[&str]] = &[
     &["scope"],
     &["random::seed_generator"],
     &["grad"],
+    &["layers"],
     &["checkpoint"],
     &["trainer"],
     &["optim", "losses", "replica"],

@@ -1,0 +1,293 @@
+//! Keras layers against Keras 3 itself (`tests/fixtures/keras_layers.json`, written by `tools/keras_layers.py`
+//! on the JAX backend): variable paths, shapes, dtypes and trainable flags; forward outputs in inference and
+//! training mode with Keras's weights loaded; moving statistics and seed states after three training calls;
+//! the Dropout masks of a seeded layer. Then behaviour: the state a training step returns, freezing, errors.
+
+use std::sync::OnceLock;
+
+use purestate::grad::{self, ValueAndGrad};
+use purestate::layers::{
+    self, Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Embedding, Flatten,
+    GlobalAveragePooling2D, Layer, LayerNormalization, MaxPooling2D, Sequential,
+};
+use purestate::ops::Padding;
+use purestate::{losses, DType, Error, Scope, StateStore, Tensor};
+use serde_json::Value;
+
+fn fixture() -> &'static Value {
+    static FIXTURE: OnceLock<Value> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keras_layers.json"))
+            .expect("tests/fixtures/keras_layers.json");
+        serde_json::from_str(&text).expect("valid JSON")
+    })
+}
+
+fn dims(v: &Value) -> Vec<usize> {
+    v.as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect()
+}
+
+fn pair(v: &Value) -> [usize; 2] {
+    let d = dims(v);
+    [d[0], d[1]]
+}
+
+/// A tensor from `{"shape", "dtype", "data"}`.
+fn tensor(v: &Value) -> Tensor {
+    let shape = dims(&v["shape"]);
+    let data = v["data"].as_array().unwrap();
+    match v["dtype"].as_str().unwrap() {
+        "int32" => Tensor::from_shape_vec(shape.as_slice(), data.iter().map(|x| x.as_i64().unwrap() as i32).collect()).unwrap(),
+        _ => Tensor::from_shape_vec(shape.as_slice(), data.iter().map(|x| x.as_f64().unwrap() as f32).collect()).unwrap(),
+    }
+}
+
+fn padding(config: &Value) -> Padding {
+    match config["padding"].as_str().unwrap() {
+        "same" => Padding::Same,
+        _ => Padding::Valid,
+    }
+}
+
+/// The model a fixture entry describes, built from its layer configs.
+fn model(entry: &Value) -> Sequential {
+    let mut model = Sequential::new(entry["name"].as_str().unwrap());
+    for layer in entry["layers"].as_array().unwrap() {
+        let (class, name, c) = (layer["class"].as_str().unwrap(), layer["name"].as_str().unwrap(), &layer["config"]);
+        let boxed: Box<dyn Layer> = match class {
+            "Conv2D" => Box::new(
+                Conv2D::new(c["filters"].as_u64().unwrap() as usize, pair(&c["kernel_size"]))
+                    .strides(pair(&c["strides"]))
+                    .padding(padding(c))
+                    .dilation_rate(pair(&c["dilation_rate"]))
+                    .use_bias(c["use_bias"].as_bool().unwrap())
+                    .activation(c["activation"].as_str().unwrap())
+                    .name(name),
+            ),
+            "BatchNormalization" => Box::new(
+                BatchNormalization::new()
+                    .momentum(c["momentum"].as_f64().unwrap())
+                    .epsilon(c["epsilon"].as_f64().unwrap())
+                    .center(c["center"].as_bool().unwrap())
+                    .scale(c["scale"].as_bool().unwrap())
+                    .name(name),
+            ),
+            "LayerNormalization" => Box::new(
+                LayerNormalization::new()
+                    .epsilon(c["epsilon"].as_f64().unwrap())
+                    .center(c["center"].as_bool().unwrap())
+                    .scale(c["scale"].as_bool().unwrap())
+                    .name(name),
+            ),
+            "MaxPooling2D" => Box::new(
+                MaxPooling2D::new(pair(&c["pool_size"])).strides(pair(&c["strides"])).padding(padding(c)).name(name),
+            ),
+            "AveragePooling2D" => Box::new(
+                AveragePooling2D::new(pair(&c["pool_size"])).strides(pair(&c["strides"])).padding(padding(c)).name(name),
+            ),
+            "GlobalAveragePooling2D" => Box::new(GlobalAveragePooling2D::new().name(name)),
+            "Flatten" => Box::new(Flatten::new().name(name)),
+            "Dropout" => Box::new(
+                Dropout::new(c["rate"].as_f64().unwrap()).seed(c["seed"].as_u64().unwrap() as u32).name(name),
+            ),
+            "Dense" => Box::new(
+                Dense::new(c["units"].as_u64().unwrap() as usize)
+                    .use_bias(c["use_bias"].as_bool().unwrap())
+                    .activation(c["activation"].as_str().unwrap())
+                    .name(name),
+            ),
+            "Embedding" => Box::new(
+                Embedding::new(c["input_dim"].as_u64().unwrap() as usize, c["output_dim"].as_u64().unwrap() as usize)
+                    .name(name),
+            ),
+            other => panic!("fixture layer {other} has no counterpart"),
+        };
+        model.push(boxed);
+    }
+    model
+}
+
+/// `|a - b| <= tol * max(1, |b|)` elementwise, with the first offender in the message.
+fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f64) {
+    assert_eq!(got.dims(), want.dims(), "{what}: shape");
+    for (i, (a, b)) in got.to_f64_vec().iter().zip(want.to_f64_vec()).enumerate() {
+        assert!((a - b).abs() <= tol * b.abs().max(1.0), "{what}[{i}]: {a} vs Keras {b}");
+    }
+}
+
+/// A built model with Keras's weights loaded, and its state.
+fn loaded(entry: &Value) -> (Sequential, StateStore) {
+    let mut state = StateStore::new();
+    let mut model = model(entry);
+    model.build(&mut state, &dims(&entry["input"]["shape"])).unwrap();
+    for v in entry["variables"].as_array().unwrap() {
+        let var = state.find(v["path"].as_str().unwrap()).unwrap();
+        let values: Vec<f64> = v["value"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let value = Tensor::from_shape_vec(var.shape().dims(), values).unwrap().cast(var.dtype());
+        state.assign(&var, value).unwrap();
+    }
+    (model, state)
+}
+
+#[test]
+fn variables_have_keras_paths_shapes_dtypes_and_trainable_flags() {
+    for entry in fixture()["models"].as_array().unwrap() {
+        let mut state = StateStore::new();
+        model(entry).build(&mut state, &dims(&entry["input"]["shape"])).unwrap();
+        let ours: Vec<(String, Vec<usize>, String, bool)> = state
+            .variables()
+            .iter()
+            .map(|v| (v.path().to_string(), v.shape().dims().to_vec(), v.dtype().to_string(), state.trainable(v).unwrap()))
+            .collect();
+        let keras: Vec<(String, Vec<usize>, String, bool)> = entry["variables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                let path = v["path"].as_str().unwrap().to_string();
+                (path, dims(&v["shape"]), v["dtype"].as_str().unwrap().to_string(), v["trainable"].as_bool().unwrap())
+            })
+            .collect();
+        assert_eq!(ours, keras, "model {}", entry["name"]);
+    }
+}
+
+#[test]
+fn forward_outputs_match_keras_in_inference_and_training() {
+    for entry in fixture()["models"].as_array().unwrap() {
+        let name = entry["name"].as_str().unwrap();
+        let (model, mut state) = loaded(entry);
+        let batches: Vec<Tensor> = entry["batches"].as_array().unwrap().iter().map(tensor).collect();
+        let y = model.call(&mut Scope::new(&state), &batches[0], false).unwrap();
+        assert_close(&format!("{name} inference"), &y, &tensor(&entry["inference"]), 1e-5);
+        for (i, (x, want)) in batches.iter().zip(entry["training"].as_array().unwrap()).enumerate() {
+            let mut scope = Scope::new(&state);
+            let y = model.call(&mut scope, x, true).unwrap();
+            assert_close(&format!("{name} training call {i}"), &y, &tensor(want), 1e-5);
+            state = scope.finish().0;
+        }
+        // Moving statistics and seed states after the three training calls.
+        for v in entry["after"].as_array().unwrap() {
+            let var = state.find(v["path"].as_str().unwrap()).unwrap();
+            let values: Vec<f64> = v["value"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            let want = Tensor::from_shape_vec(var.shape().dims(), values).unwrap();
+            assert_close(&format!("{name} after: {}", var.path()), &state.get(&var).unwrap(), &want, 1e-6);
+        }
+    }
+}
+
+#[test]
+fn a_seeded_dropout_draws_keras_masks_and_advances_its_seed_state() {
+    let d = &fixture()["dropout"];
+    let mut state = StateStore::new();
+    let mut drop = Dropout::new(d["rate"].as_f64().unwrap()).seed(d["seed"].as_u64().unwrap() as u32);
+    let x = tensor(&d["input"]);
+    layers::build(&mut drop, &mut state, &x.dims()[1..]).unwrap();
+    let seeds = drop.seed_generator().unwrap().variable().clone();
+    for (i, call) in d["calls"].as_array().unwrap().iter().enumerate() {
+        let before: Vec<u32> =
+            call["state_before"]["data"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(state.get(&seeds).unwrap().to_vec::<u32>().unwrap(), before, "call {i}");
+        let mut scope = Scope::new(&state);
+        let y = drop.call(&mut scope, &x, true).unwrap();
+        assert_close(&format!("dropout call {i}"), &y, &tensor(&call["output"]), 1e-6);
+        state = scope.finish().0;
+    }
+}
+
+/// A small CNN with every stateful layer: BatchNormalization and Dropout.
+fn cnn(state: &mut StateStore) -> Sequential {
+    let mut model = Sequential::new("cnn")
+        .add(Conv2D::new(4, [3, 3]).padding(Padding::Same))
+        .add(BatchNormalization::new())
+        .add(Activation::new("relu"))
+        .add(MaxPooling2D::new([2, 2]))
+        .add(GlobalAveragePooling2D::new())
+        .add(Dropout::new(0.5).seed(1))
+        .add(Dense::new(3));
+    model.build(state, &[4, 4, 2]).unwrap();
+    model
+}
+
+fn images(seed: u32) -> Tensor {
+    Tensor::from_fn([6, 4, 4, 2].as_slice(), DType::Float32, |i| {
+        f64::from(((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 16) % 97) / 48.0 - 1.0
+    })
+}
+
+#[test]
+fn a_differentiated_cnn_step_returns_moving_statistics_and_seed_state() {
+    let mut state = StateStore::new();
+    let model = cnn(&mut state);
+    let labels = Tensor::from([0i32, 1, 2, 0, 1, 2]);
+    let step = |state: &StateStore, x: &Tensor| {
+        grad::value_and_grad_aux(state, |scope| {
+            let logits = model.call(scope, x, true)?;
+            Ok((losses::sparse_categorical_crossentropy(&labels, &logits, true)?, logits))
+        })
+        .unwrap()
+    };
+    let first = step(&state, &images(1));
+    let mean = first.state.find("cnn/batch_normalization/moving_mean").unwrap();
+    assert!(first.state.get(&mean).unwrap().to_f64_vec().iter().any(|&m| m != 0.0));
+    let seed = state.find("seed_generator/seed_generator_state").unwrap();
+    assert_eq!(first.state.get(&seed).unwrap().to_vec::<u32>().unwrap(), [1, 1]);
+    assert!(first.grads.contains(&state.find("cnn/conv2d/kernel").unwrap()));
+    assert!(!first.grads.contains(&mean), "moving statistics are not differentiated");
+    // The same snapshot gives the same bits; the returned state draws another mask.
+    let again = step(&state, &images(1));
+    assert_eq!(again.state.fingerprint(), first.state.fingerprint());
+    assert!(again.aux.bit_eq(&first.aux));
+    let second = step(&first.state, &images(1));
+    assert!(!second.aux.bit_eq(&first.aux), "the advanced seed draws another dropout mask");
+}
+
+#[test]
+fn a_frozen_batch_normalization_runs_in_inference_mode() {
+    let mut state = StateStore::new();
+    let mut bn = BatchNormalization::new();
+    layers::build(&mut bn, &mut state, &[2]).unwrap();
+    layers::set_trainable(&mut state, &bn, false).unwrap();
+    let x = Tensor::from([[1.0f32, 10.0], [3.0, 30.0]]);
+    let mut scope = Scope::new(&state);
+    let y = bn.call(&mut scope, &x, true).unwrap();
+    assert!(scope.assigned().is_empty(), "a frozen layer does not update its statistics");
+    let inference = bn.call(&mut Scope::new(&state), &x, false).unwrap();
+    assert!(y.bit_eq(&inference));
+}
+
+#[test]
+fn bad_input_is_a_typed_error_naming_the_layer_and_shapes() {
+    let mut state = StateStore::new();
+    let model = cnn(&mut state);
+    let fingerprint = state.fingerprint();
+    let mut scope = Scope::new(&state);
+    // Wrong rank, wrong channel count.
+    let err = model.call(&mut scope, &Tensor::zeros([4, 4, 2].as_slice(), DType::Float32), false).unwrap_err();
+    assert!(matches!(&err, Error::LayerInput { layer, .. } if layer == "cnn/conv2d"), "{err}");
+    assert_eq!(err.to_string(), "`cnn/conv2d`: expected rank 4 (a batch of rank-3 examples), got input shape (4, 4, 2)");
+    let err = model.call(&mut scope, &Tensor::zeros([1, 4, 4, 3].as_slice(), DType::Float32), false).unwrap_err();
+    assert_eq!(err.to_string(), "`cnn/conv2d`: expected 2 channels on the last axis, got input shape (1, 4, 4, 3)");
+    assert!(scope.assigned().is_empty());
+    // A state that lacks the layer's variables.
+    let err = model.call(&mut Scope::new(&StateStore::new()), &images(0), false).unwrap_err();
+    assert!(matches!(&err, Error::ForeignVariable { path } if path == "cnn/conv2d/kernel"), "{err}");
+    // A dropout rate outside [0, 1); a pool larger than its input: the state is unchanged.
+    let mut other = state.clone();
+    let err = layers::build(&mut Dropout::new(1.0), &mut other, &[3]).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { op: "Dropout", arg: "rate", .. }), "{err}");
+    let err = Sequential::new("m").add(Dense::new(2)).add(MaxPooling2D::new([3, 3])).build(&mut other, &[4]).unwrap_err();
+    assert!(matches!(&err, Error::LayerInput { layer, .. } if layer == "m/max_pooling2d"), "{err}");
+    let err = layers::build(&mut MaxPooling2D::new([5, 5]), &mut other, &[4, 4, 1]).unwrap_err();
+    assert_eq!(err.to_string(), "`max_pooling2d`: the window 5x5 (dilation 1x1) is larger than the input, got input shape (4, 4, 1)");
+    assert_eq!(other.fingerprint(), fingerprint);
+    assert_eq!(other.len(), state.len());
+    // An id outside the vocabulary.
+    let mut emb = Embedding::new(5, 2);
+    layers::build(&mut emb, &mut other, &[2]).unwrap();
+    let err = emb.call(&mut Scope::new(&other), &Tensor::from([[1i32, 5]]), false).unwrap_err();
+    assert!(matches!(&err, Error::LayerInput { layer, .. } if layer == "embedding"), "{err}");
+    // Assigning a differentiated variable through a layer call is impossible: BN's statistics are not
+    // trainable, so a step that differentiates every trainable variable is fine.
+    ValueAndGrad::new().call(&state, |s| model.call(s, &images(0), true)?.sum(None, false)).unwrap();
+}
