@@ -24,12 +24,18 @@ use super::{CHUNK, THRESHOLD};
 /// assert_eq!(out[9], 18);
 /// ```
 pub fn fill_chunks<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync + Send) {
-    if out.len() < THRESHOLD {
-        if !out.is_empty() {
-            f(0, out);
-        }
+    fill_pieces(out, CHUNK, out.len() >= THRESHOLD, &f);
+}
+
+/// `f(offset, piece)` over pieces of `piece` elements of `out`, in parallel when `parallel`, else one call.
+fn fill_pieces<T: Send>(out: &mut [T], piece: usize, parallel: bool, f: &(impl Fn(usize, &mut [T]) + Sync)) {
+    if out.is_empty() {
+        return;
+    }
+    if parallel {
+        super::par_chunks_mut(out, piece, &|i, c| f(i * piece, c));
     } else {
-        super::par_chunks_mut(out, CHUNK, &|i, c| f(i * CHUNK, c));
+        f(0, out);
     }
 }
 
@@ -67,8 +73,10 @@ pub fn gather_rows<T: Copy + Send + Sync>(src: &[T], row_len: usize, rows: &[usi
 /// `dest[s] == d`, added in increasing `s` from zero (see the module docs); rows no source names are zero.
 ///
 /// `src` holds `dest.len() * row_len` elements and `out` a whole number of rows. O(`src.len()` + `out.len()`),
-/// plus a counting sort of `dest`; destination rows are summed in parallel over fixed chunks of `out` from
-/// [`THRESHOLD`] elements, and the bits never depend on the thread count.
+/// plus a counting sort of `dest`. From [`THRESHOLD`] elements of work (`src` and `out` together), pieces of
+/// `out` of about [`CHUNK`] elements of work each (at least a row, so a small table fed by many rows still
+/// spreads) are summed in parallel; the cut depends only on the sizes, and each element is written by one
+/// task in the fixed order, so the bits never depend on the thread count.
 ///
 /// # Panics
 /// When the lengths disagree or a destination is past the end of `out` (the caller checks indices).
@@ -110,7 +118,11 @@ pub fn scatter_add_rows<T, A>(
         order[next[d]] = s;
         next[d] += 1;
     }
-    fill_chunks(out, |offset, chunk| {
+    // Pieces of about CHUNK elements of work each (reads plus writes), at least a row long: a small table fed
+    // by many lookups (a character vocabulary) still spreads over the pool, one row or more per task.
+    let work = src.len() + out.len();
+    let piece = (CHUNK * out.len() / work.max(1)).max(row_len.min(CHUNK)).clamp(1, CHUNK);
+    fill_pieces(out, piece, work >= THRESHOLD, &|offset, chunk: &mut [A]| {
         let mut done = 0;
         while done < chunk.len() {
             let at = offset + done;
@@ -147,7 +159,9 @@ mod tests {
     #[test]
     fn scatter_add_equals_the_sequential_loop_at_any_thread_count() {
         // Large enough to run in parallel, with rows that straddle chunks (row_len 3 does not divide CHUNK).
-        for (row_len, n_rows, n_src) in [(3, 5, 17), (3, THRESHOLD / 3 + 11, 40_000), (128, 2_100, 8_000)] {
+        for (row_len, n_rows, n_src) in
+            [(3, 5, 17), (3, THRESHOLD / 3 + 11, 40_000), (128, 2_100, 8_000), (128, 65, 8_192)]
+        {
             let dest: Vec<usize> = (0..n_src).map(|s| (s * 7919 + s / 3) % n_rows.min(50)).collect();
             let src: Vec<f32> =
                 (0..n_src * row_len).map(|i| ((i * 2_654_435_761) % 1_000_003) as f32 * 1e-3 - 500.0).collect();

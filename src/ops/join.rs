@@ -189,7 +189,7 @@ impl Tensor {
             Split::Sections(0) => {
                 return Err(Error::InvalidArgument { op: OP, arg: "indices_or_sections", reason: "0 sections".into() });
             }
-            Split::Sections(n) if len % n != 0 => {
+            Split::Sections(n) if !len.is_multiple_of(n) => {
                 return Err(Error::InvalidArgument {
                     op: OP,
                     arg: "indices_or_sections",
