@@ -291,3 +291,64 @@ fn bad_input_is_a_typed_error_naming_the_layer_and_shapes() {
     // trainable, so a step that differentiates every trainable variable is fine.
     ValueAndGrad::new().call(&state, |s| model.call(s, &images(0), true)?.sum(None, false)).unwrap();
 }
+
+/// Commits `steps` CNN steps (Adam, batches from [`images`]) through `trainer`, from its head's step count on;
+/// the step number is the record.
+fn train_cnn(trainer: &mut purestate::Trainer<u32>, model: &Sequential, opt: &purestate::optim::Adam, to: u32) {
+    use purestate::optim::Optimizer;
+    let labels = Tensor::from([0i32, 1, 2, 0, 1, 2]);
+    let from = trainer.record(trainer.head()).unwrap().map_or(0, |&s| s + 1);
+    for step in from..to {
+        let out = grad::value_and_grad_aux(trainer.state().clone(), |scope| {
+            let logits = model.call(scope, &images(step), true)?;
+            Ok((losses::sparse_categorical_crossentropy(&labels, &logits, true)?, ()))
+        })
+        .unwrap();
+        let next = opt.apply(out.state, &out.grads).unwrap();
+        trainer.commit_with(next, step).unwrap();
+    }
+}
+
+#[test]
+fn a_cnn_run_resumed_from_its_directory_ends_bit_identical_and_replays() {
+    use purestate::optim::{Adam, Optimizer};
+    use purestate::{RunOptions, Trainer};
+    let fresh = || {
+        let mut state = StateStore::new();
+        let model = cnn(&mut state);
+        let mut opt = Adam::new(1e-2);
+        opt.build(&mut state, &model.trainable_weights()).unwrap();
+        (state, model, opt)
+    };
+    // Uninterrupted, in memory.
+    let (state, model, opt) = fresh();
+    let mut straight: Trainer<u32> = Trainer::new(state);
+    train_cnn(&mut straight, &model, &opt, 8);
+    // Journaled: 5 steps, the process "ends", a new one opens the run and trains on to 8.
+    let dir = tempfile::tempdir().unwrap();
+    let (state, model, opt) = fresh();
+    let mut first: Trainer<u32> = Trainer::create_run(dir.path(), state.clone(), RunOptions::default()).unwrap();
+    train_cnn(&mut first, &model, &opt, 5);
+    first.flush().unwrap();
+    drop(first);
+    let mut resumed: Trainer<u32> = Trainer::open_run(dir.path(), RunOptions::default()).unwrap();
+    resumed.rebind(&state).unwrap();
+    assert_eq!(resumed.head(), 5);
+    train_cnn(&mut resumed, &model, &opt, 8);
+    assert_eq!(resumed.fingerprint(8).unwrap(), straight.fingerprint(8).unwrap());
+    // Every version holds the moving statistics and the seed state, and they moved.
+    let seed = resumed.state().find("seed_generator/seed_generator_state").unwrap();
+    assert_eq!(resumed.state().get(&seed).unwrap().to_vec::<u32>().unwrap(), [1, 8]);
+    // Replay from version 0 checks every version's fingerprint.
+    let labels = Tensor::from([0i32, 1, 2, 0, 1, 2]);
+    let report = resumed
+        .replay(0, 8, |s, &step: &u32| {
+            let out = grad::value_and_grad_aux(s, |scope| {
+                let logits = model.call(scope, &images(step), true)?;
+                Ok((losses::sparse_categorical_crossentropy(&labels, &logits, true)?, ()))
+            })?;
+            opt.apply(out.state, &out.grads)
+        })
+        .unwrap();
+    assert!(report.is_bit_identical(), "{report}");
+}
