@@ -11,6 +11,12 @@
 //! - `hand_written`: the same forward ops and `Adam::apply` on an owned state, with hand-written gradients;
 //!   `tape / hand_written` is the tape's overhead (goal: <= 1.15 at the wide size).
 //!
+//! `step/cnn-8x8-32-64/{tape,tape_committed}/<n>t` is the digits CNN of `examples/common/cnn.rs` built from
+//! `purestate::layers` (conv 3x3 to 32 channels, BatchNormalization, ReLU, 2x2 max pool, conv 3x3 to 64,
+//! BatchNormalization, ReLU, global average pool, Dropout 0.25, Dense 10) on 128 8x8x1 images: the step
+//! returns the moving statistics and the dropout seed with the gradients (`grad::value_and_grad_aux`), as
+//! tools/jax_step.py's jitted CNN step returns its BatchNorm state.
+//!
 //! Inputs are a fixed digits-like batch (pixel values 0..16 scaled by 1/16, labels 0..9): the arithmetic, not
 //! the data, sets the time.
 //!
@@ -32,7 +38,11 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
 use purestate::grad::{self, Grads};
+use purestate::layers::{
+    Activation, BatchNormalization, Conv2D, Dense, Dropout, GlobalAveragePooling2D, Layer, MaxPooling2D, Sequential,
+};
 use purestate::ops::where_;
+use purestate::ops::Padding;
 use purestate::optim::{Adam, Optimizer};
 use purestate::{init, losses, DType, Result, Retention, Scope, StateStore, Tensor, Trainer, Variable, VariableSpec};
 use rayon::{ThreadPool, ThreadPoolBuilder};
@@ -108,6 +118,44 @@ fn hand_written_step(state: StateStore, m: &Mlp) -> Result<StateStore> {
     m.opt.apply(state, &Grads::from_pairs(pairs)?)
 }
 
+/// The digits CNN, its optimizer and a fixed batch of 128 images (the pixel and label formulas of [`build`]).
+struct Cnn {
+    model: Sequential,
+    opt: Adam,
+    x: Tensor,
+    labels: Tensor,
+}
+
+fn build_cnn(batch: usize) -> (StateStore, Cnn) {
+    let mut state = StateStore::new();
+    let mut model = Sequential::new("cnn")
+        .add(Conv2D::new(32, [3, 3]).padding(Padding::Same))
+        .add(BatchNormalization::new())
+        .add(Activation::new("relu"))
+        .add(MaxPooling2D::new([2, 2]))
+        .add(Conv2D::new(64, [3, 3]).padding(Padding::Same))
+        .add(BatchNormalization::new())
+        .add(Activation::new("relu"))
+        .add(GlobalAveragePooling2D::new())
+        .add(Dropout::new(0.25).seed(0))
+        .add(Dense::new(10));
+    model.build(&mut state, &[8, 8, 1]).unwrap();
+    let mut opt = Adam::new(1e-3);
+    opt.build(&mut state, &model.trainable_weights()).unwrap();
+    let n_in = 64;
+    let x = Tensor::from_fn([batch, 8, 8, 1], DType::Float32, |i| ((i * 7 + i / n_in) % 17) as f64 / 16.0);
+    let labels: Vec<i32> = (0..batch).map(|i| (i * 3 % 10) as i32).collect();
+    (state, Cnn { model, opt, x, labels: Tensor::from(labels) })
+}
+
+fn cnn_step(state: StateStore, m: &Cnn) -> Result<StateStore> {
+    let out = grad::value_and_grad_aux(state, |s| {
+        let logits = m.model.call(s, &m.x, true)?;
+        Ok((losses::sparse_categorical_crossentropy(&m.labels, &logits, true)?, ()))
+    })?;
+    m.opt.apply(out.state, &out.grads)
+}
+
 /// The rayon thread counts every step is measured at (the 2-core reference machine).
 const THREADS: [usize; 2] = [1, 2];
 
@@ -156,6 +204,30 @@ fn bench(c: &mut Criterion) {
         }
         g.finish();
     }
+    let mut g = c.benchmark_group("step/cnn-8x8-32-64");
+    let (state, m) = build_cnn(128);
+    for (n, pool) in &pools {
+        let threads = format!("{n}t");
+        let mut owned = Some(state.clone());
+        g.bench_function(BenchmarkId::new("tape", &threads), |b| {
+            pool.install(|| {
+                b.iter(|| {
+                    let s = owned.take().unwrap();
+                    owned = Some(black_box(cnn_step(s, &m).unwrap()));
+                })
+            })
+        });
+        let mut trainer: Trainer = Trainer::new(state.clone()).with_retention(Retention::keep_last(2));
+        g.bench_function(BenchmarkId::new("tape_committed", &threads), |b| {
+            pool.install(|| {
+                b.iter(|| {
+                    let next = cnn_step(trainer.state().clone(), &m).unwrap();
+                    black_box(trainer.commit(next).unwrap())
+                })
+            })
+        });
+    }
+    g.finish();
 }
 
 criterion_group!(benches, bench);

@@ -1,16 +1,22 @@
-//! Train a 64-128-10 multilayer perceptron on the digits data set with pure steps, and show what a
+//! Train a 64-128-10 multilayer perceptron (or, with `--model cnn`, a CNN built from Keras layers: Conv2D,
+//! BatchNormalization, pooling, Dropout, Dense) on the digits data set with pure steps, and show what a
 //! functional training state buys: every step is committed with the record of what it consumed, a
 //! deliberately too-large learning rate is refused by the divergence guard and rolled back, every epoch is
 //! tagged and checkpointed, and at the end the whole run is replayed from version 0 bit for bit.
 //!
-//! The run is journaled to a run directory (`--run DIR`, default `runs/digits`). Killed at any point and
+//! The CNN's BatchNormalization moving statistics and Dropout seed state are variables of the state: the
+//! differentiated step returns them, every version holds them, and replay checks them bit for bit.
+//!
+//! The run is journaled to a run directory (`--run DIR`, default `runs/digits`, `runs/digits-cnn` for the CNN). Killed at any point and
 //! started again with the same command, it resumes at the last durable version (`resumed at vN ...`) and ends
 //! with the same `head vN fingerprint ...` line as a run never interrupted; a finished run started again
 //! prints its result and replays it to verify, without training. `--fresh` deletes the run first.
 //!
-//! `cargo run --release --example train -- [--run DIR] [--fresh] [--epochs N] [--lr X] [--seed S]
+//! `cargo run --release --example train -- [--model mlp|cnn] [--run DIR] [--fresh] [--epochs N] [--lr X] [--seed S]
 //!  [--threads T] [--batch B] [--checkpoint-dir DIR] [--no-blowup]`
 
+#[path = "common/cnn.rs"]
+mod cnn;
 #[path = "common/digits.rs"]
 mod digits;
 #[path = "common/mlp.rs"]
@@ -21,11 +27,61 @@ use std::time::Instant;
 
 use digits::{epoch_batches, Digits};
 use indicatif::{ProgressBar, ProgressStyle};
-use mlp::{train_step, StepRecord};
+use mlp::StepRecord;
+use purestate::optim::Adam;
 use purestate::random::Key;
-use purestate::{CheckpointManager, Durability, Error, Retention, RunOptions, Trainer};
+use purestate::{CheckpointManager, Durability, Error, Retention, RunOptions, StateStore, Trainer};
+
+/// The model trained: the MLP of `common/mlp.rs` or the CNN of `common/cnn.rs`.
+enum Net {
+    Mlp(mlp::Mlp),
+    Cnn(cnn::Cnn),
+}
+
+impl Net {
+    fn build(kind: &str, key: Key, lr: f32) -> purestate::Result<(StateStore, Net, Adam)> {
+        Ok(match kind {
+            "cnn" => {
+                let (state, model, opt) = cnn::build(key, lr)?;
+                (state, Net::Cnn(model), opt)
+            }
+            _ => {
+                let (state, model, opt) = mlp::build(key, lr)?;
+                (state, Net::Mlp(model), opt)
+            }
+        })
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            Net::Mlp(_) => "digits MLP",
+            Net::Cnn(_) => "digits CNN",
+        }
+    }
+
+    fn train_step(
+        &self,
+        state: StateStore,
+        opt: &Adam,
+        data: &Digits,
+        rec: &StepRecord,
+    ) -> purestate::Result<(StateStore, f32)> {
+        match self {
+            Net::Mlp(m) => mlp::train_step(state, m, opt, data, rec),
+            Net::Cnn(c) => cnn::train_step(state, c, opt, data, rec),
+        }
+    }
+
+    fn accuracy(&self, state: &StateStore, data: &Digits, ids: &[usize]) -> purestate::Result<f64> {
+        match self {
+            Net::Mlp(m) => m.accuracy(state, data, ids),
+            Net::Cnn(c) => c.accuracy(state, data, ids),
+        }
+    }
+}
 
 struct Args {
+    model: String,
     epochs: u32,
     lr: f32,
     seed: u64,
@@ -37,17 +93,19 @@ struct Args {
     fresh: bool,
 }
 
-const USAGE: &str = "usage: train [--run DIR] [--fresh] [--epochs N] [--lr X] [--seed S] [--threads T] [--batch B] \
+const USAGE: &str =
+    "usage: train [--model mlp|cnn] [--run DIR] [--fresh] [--epochs N] [--lr X] [--seed S] [--threads T] [--batch B] \
                      [--checkpoint-dir DIR] [--no-blowup]";
 
 fn parse_args() -> std::result::Result<Args, String> {
     let mut args = Args {
+        model: "mlp".into(),
         epochs: 15,
         lr: 3e-3,
         seed: 0,
         threads: 0,
         batch: 64,
-        run: PathBuf::from("runs/digits"),
+        run: PathBuf::new(),
         checkpoint_dir: None,
         blowup: true,
         fresh: false,
@@ -62,6 +120,7 @@ fn parse_args() -> std::result::Result<Args, String> {
             "--threads" => args.threads = value("--threads")?.parse().map_err(|e| format!("--threads: {e}"))?,
             "--batch" => args.batch = value("--batch")?.parse().map_err(|e| format!("--batch: {e}"))?,
             "--run" => args.run = PathBuf::from(value("--run")?),
+            "--model" => args.model = value("--model")?,
             "--checkpoint-dir" => args.checkpoint_dir = Some(PathBuf::from(value("--checkpoint-dir")?)),
             "--no-blowup" => args.blowup = false,
             "--fresh" => args.fresh = true,
@@ -71,6 +130,12 @@ fn parse_args() -> std::result::Result<Args, String> {
     }
     if args.batch == 0 || args.epochs == 0 {
         return Err("--batch and --epochs must be positive".into());
+    }
+    if args.model != "mlp" && args.model != "cnn" {
+        return Err(format!("--model: `{}` is neither mlp nor cnn\n{USAGE}", args.model));
+    }
+    if args.run.as_os_str().is_empty() {
+        args.run = PathBuf::from(if args.model == "cnn" { "runs/digits-cnn" } else { "runs/digits" });
     }
     Ok(args)
 }
@@ -88,16 +153,17 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let key = Key::new(args.seed);
     let (train, test) = data.split(key.fold_in(0), 0.2)?;
     println!(
-        "digits: {} examples, {} for training, {} held out; MLP 64-128-10, Adam lr {}, batch {}, {} epochs",
+        "digits: {} examples, {} for training, {} held out; {}, Adam lr {}, batch {}, {} epochs",
         data.len(),
         train.len(),
         test.len(),
+        if args.model == "cnn" { "CNN (Conv2D, BatchNormalization, pooling, Dropout, Dense)" } else { "MLP 64-128-10" },
         args.lr,
         args.batch,
         args.epochs
     );
 
-    let (state, model, opt) = mlp::build(key, args.lr)?;
+    let (state, model, opt) = Net::build(&args.model, key, args.lr)?;
     // The run directory holds the history: memory keeps the head, tags, and some recent and periodic states.
     let options = RunOptions::default()
         .durability(Durability::Batched { versions: Some(25), millis: Some(500) })
@@ -112,7 +178,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     };
     trainer = trainer.with_nonfinite_guard(true);
     let step_fn = |s: purestate::StateStore, rec: &StepRecord| -> purestate::Result<purestate::StateStore> {
-        Ok(train_step(s, &model, &opt, &data, rec)?.0)
+        Ok(model.train_step(s, &opt, &data, rec)?.0)
     };
 
     if let Ok(done) = trainer.version_of_tag("done") {
@@ -174,7 +240,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             let learning_rate = if blowup && i < 5 { 1e35 } else { args.lr };
             let record =
                 StepRecord { epoch, step: i as u32, ids: ids.iter().map(|&i| i as u32).collect(), learning_rate };
-            let (next, loss) = train_step(trainer.state().clone(), &model, &opt, &data, &record)?;
+            let (next, loss) = model.train_step(trainer.state().clone(), &opt, &data, &record)?;
             steps_run += 1;
             match trainer.commit_with(next, record) {
                 Ok(version) => curve.loss.push((version, loss)),
@@ -234,7 +300,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let steps = manager.all_steps()?;
     println!("checkpoints in {}: versions {:?}", checkpoint_dir.display(), steps);
     let svg = args.run.join("train_curve.svg");
-    curve.draw(&svg)?;
+    curve.draw(&svg, model.describe())?;
     println!("training curve (this process's steps): {}", svg.display());
     if !report.is_bit_identical() {
         return Err("replay diverged".into());
@@ -252,7 +318,7 @@ struct Curve {
 }
 
 impl Curve {
-    fn draw(&self, path: &std::path::Path) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    fn draw(&self, path: &std::path::Path, title: &str) -> std::result::Result<(), Box<dyn std::error::Error>> {
         use plotters::prelude::*;
         let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
         root.fill(&WHITE)?;
@@ -267,7 +333,7 @@ impl Curve {
         let mut chart = ChartBuilder::on(&root)
             .margin(20)
             .caption(
-                "digits MLP: log10 loss per version (blue), held-out accuracy (green), refused (red)",
+                format!("{title}: log10 loss per version (blue), held-out accuracy (green), refused (red)"),
                 ("sans-serif", 16),
             )
             .x_label_area_size(30)

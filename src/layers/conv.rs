@@ -43,7 +43,10 @@ fn window_output(
         _ => Err(bad_input(
             path,
             input,
-            format!("the window {}x{} (dilation {}x{}) is larger than the input", window[0], window[1], dilation[0], dilation[1]),
+            format!(
+                "the window {}x{} (dilation {}x{}) is larger than the input",
+                window[0], window[1], dilation[0], dilation[1]
+            ),
         )),
     }
 }
@@ -150,14 +153,21 @@ impl Layer for Conv2D {
         if self.filters == 0 {
             return Err(bad_input(path, input_shape, "`filters` must be positive"));
         }
-        let out =
-            window_output(path, input_shape, self.kernel_size, self.strides, self.dilation, self.padding, self.filters)?;
+        let out = window_output(
+            path,
+            input_shape,
+            self.kernel_size,
+            self.strides,
+            self.dilation,
+            self.padding,
+            self.filters,
+        )?;
         let act = ActivationFn::parse(&self.activation)?;
         let [kh, kw] = self.kernel_size;
         let in_channels = input_shape[2];
         let mut staged = state.clone();
         let kernel = staged.create(
-            VariableSpec::new(init::GlorotUniform::default())
+            VariableSpec::new(init::GlorotUniform)
                 .shape([kh, kw, in_channels, self.filters])
                 .name("kernel")
                 .name_scope(path),

@@ -100,9 +100,8 @@ impl Layer for Dense {
         }
         let act = ActivationFn::parse(&self.activation)?;
         let mut staged = state.clone();
-        let kernel = staged.create(
-            VariableSpec::new(init::GlorotUniform::default()).shape([last, self.units]).name("kernel").name_scope(path),
-        )?;
+        let kernel = staged
+            .create(VariableSpec::new(init::GlorotUniform).shape([last, self.units]).name("kernel").name_scope(path))?;
         let bias = if self.use_bias {
             Some(staged.create(VariableSpec::new(init::Zeros).shape([self.units]).name("bias").name_scope(path))?)
         } else {

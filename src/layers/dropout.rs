@@ -102,7 +102,11 @@ impl Layer for Dropout {
             return Ok(x.clone());
         };
         if !x.dtype().is_float() {
-            return Err(bad_input(self.path.as_deref().unwrap_or(""), x.dims(), format!("expected floats, got {}", x.dtype())));
+            return Err(bad_input(
+                self.path.as_deref().unwrap_or(""),
+                x.dims(),
+                format!("expected floats, got {}", x.dtype()),
+            ));
         }
         let keep_prob = 1.0 - self.rate;
         let mask = random::bernoulli(seeds.next_key_in(scope)?, keep_prob, x.shape())?;

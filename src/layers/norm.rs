@@ -34,11 +34,11 @@ impl Affine {
     fn normalize(&self, scope: &Scope, x: &Tensor, mean: &Tensor, variance: &Tensor, epsilon: f64) -> Result<Tensor> {
         let mut inv = variance.add(epsilon)?.rsqrt()?;
         if let Some(gamma) = &self.gamma {
-            inv = inv.mul(&scope.get(gamma)?.cast(x.dtype()))?;
+            inv = inv.mul(scope.get(gamma)?.cast(x.dtype()))?;
         }
         let mut res = mean.neg()?.mul(&inv)?;
         if let Some(beta) = &self.beta {
-            res = res.add(&scope.get(beta)?.cast(x.dtype()))?;
+            res = res.add(scope.get(beta)?.cast(x.dtype()))?;
         }
         x.mul(&inv)?.add(&res)
     }
@@ -193,7 +193,7 @@ impl Layer for BatchNormalization {
         let Some(&channels) = input_shape.last() else {
             return Err(bad_input(path, input_shape, "expected examples of rank 1 or more"));
         };
-        if !(0.0..=1.0).contains(&self.momentum) || !(self.epsilon > 0.0) {
+        if !(0.0..=1.0).contains(&self.momentum) || self.epsilon.is_nan() || self.epsilon <= 0.0 {
             return Err(bad_input(path, input_shape, "`momentum` must be in [0, 1] and `epsilon` positive"));
         }
         let mut staged = state.clone();
@@ -217,10 +217,15 @@ impl Layer for BatchNormalization {
 
     fn call(&self, scope: &mut Scope, x: &Tensor, training: bool) -> Result<Tensor> {
         let path = built(&self.path, "BatchNormalization")?;
-        let (mm, mv) = (handle(&self.moving_mean, "BatchNormalization")?, handle(&self.moving_variance, "BatchNormalization")?);
+        let (mm, mv) =
+            (handle(&self.moving_mean, "BatchNormalization")?, handle(&self.moving_variance, "BatchNormalization")?);
         let channels = mm.shape().dims()[0];
         if x.ndim() < 2 || x.dims()[x.ndim() - 1] != channels {
-            return Err(bad_input(path, x.dims(), format!("expected a batch with {channels} channels on the last axis")));
+            return Err(bad_input(
+                path,
+                x.dims(),
+                format!("expected a batch with {channels} channels on the last axis"),
+            ));
         }
         let input_dtype = x.dtype();
         let x = widened(x);
@@ -338,7 +343,7 @@ impl Layer for LayerNormalization {
         let Some(&features) = input_shape.last() else {
             return Err(bad_input(path, input_shape, "expected examples of rank 1 or more"));
         };
-        if !(self.epsilon > 0.0) {
+        if self.epsilon.is_nan() || self.epsilon <= 0.0 {
             return Err(bad_input(path, input_shape, "`epsilon` must be positive"));
         }
         let mut staged = state.clone();

@@ -44,7 +44,8 @@ impl Sequential {
         Sequential { name: name.into(), layers: Vec::new(), path: None, input_shape: Vec::new(), output_shape: None }
     }
 
-    /// The model with `layer` appended.
+    /// The model with `layer` appended (Keras's `Sequential.add`).
+    #[allow(clippy::should_implement_trait)] // Keras's name; a builder, not `std::ops::Add`
     pub fn add(mut self, layer: impl Layer + 'static) -> Sequential {
         self.layers.push(Box::new(layer));
         self

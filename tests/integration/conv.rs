@@ -36,7 +36,7 @@ fn weighted(f: &Op, inputs: &[Tensor]) -> Result<Tensor> {
 /// The loss and the gradient of `weighted(f)` with respect to every input, from the tape.
 fn tape_grads(f: &Op, inputs: &[Tensor]) -> (Tensor, Vec<Tensor>) {
     let out = ValueAndGrad::new()
-        .call(&StateStore::new(), |scope| {
+        .call(StateStore::new(), |scope| {
             let traced: Vec<Tensor> = inputs.iter().map(|x| scope.watch(x)).collect::<Result<_>>()?;
             weighted(f, &traced)
         })
@@ -110,7 +110,7 @@ fn pool_gradients_match_finite_differences() {
 fn max_pool_grad(values: &[f32], opts: Pool2d, rows: usize) -> Vec<f32> {
     let x = Tensor::from_shape_vec([1, rows, values.len() / rows, 1], values.to_vec()).unwrap();
     let out = ValueAndGrad::new()
-        .call(&StateStore::new(), |s| max_pool2d(&s.watch(&x)?, opts)?.sum(Axes::All, false))
+        .call(StateStore::new(), |s| max_pool2d(&s.watch(&x)?, opts)?.sum(Axes::All, false))
         .unwrap();
     out.inputs[0].to_vec::<f32>().unwrap()
 }

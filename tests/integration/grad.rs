@@ -47,7 +47,7 @@ fn weighted(f: &dyn Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor]) -> Resul
 /// Checks the gradient of `weighted(f)` with respect to every input against central differences.
 fn check(f: &dyn Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor]) -> std::result::Result<(), TestCaseError> {
     let out = ValueAndGrad::new()
-        .call(&StateStore::new(), |scope| {
+        .call(StateStore::new(), |scope| {
             let traced: Vec<Tensor> = inputs.iter().map(|x| scope.watch(x)).collect::<Result<_>>()?;
             weighted(f, &traced)
         })
@@ -240,7 +240,7 @@ proptest! {
 
 fn grad_of(x: Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Tensor {
     let out = ValueAndGrad::new()
-        .call(&StateStore::new(), |scope| {
+        .call(StateStore::new(), |scope| {
             let x = scope.watch(&x)?;
             f(&x)?.sum(Axes::All, false)
         })
@@ -535,7 +535,7 @@ fn floor_mod_gradient_equals_jax() {
         };
         let ((x, _), (y, _), (w, _)) = (arr("x"), arr("y"), arr("w"));
         let out = ValueAndGrad::new()
-            .call(&StateStore::new(), |scope| {
+            .call(StateStore::new(), |scope| {
                 let (x, y) = (scope.watch(&x)?, scope.watch(&y)?);
                 let z = x.rem(&y)?;
                 // XLA's CPU `rem` is not an exact fmod: the forward agrees to a few ulps.

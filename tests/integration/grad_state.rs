@@ -15,11 +15,7 @@ fn model() -> (StateStore, purestate::Variable, purestate::Variable, SeedGenerat
     let w = state.create(VariableSpec::new(init::Ones).shape([4]).name("w")).unwrap();
     let moving = state
         .create(
-            VariableSpec::new(init::Zeros)
-                .shape([4])
-                .name("moving")
-                .trainable(false)
-                .aggregation(Aggregation::Mean),
+            VariableSpec::new(init::Zeros).shape([4]).name("moving").trainable(false).aggregation(Aggregation::Mean),
         )
         .unwrap();
     let seeds = SeedGenerator::new(&mut state, 7).unwrap();
@@ -28,13 +24,18 @@ fn model() -> (StateStore, purestate::Variable, purestate::Variable, SeedGenerat
 
 /// A dropout-and-statistics loss: `moving = 0.9 moving + 0.1 x*w`, a mask from the seed generator, the sum of
 /// the kept `x*w`. Returns the loss and the mask.
-fn loss(scope: &mut Scope, w: &purestate::Variable, moving: &purestate::Variable, seeds: &SeedGenerator, x: &Tensor)
-    -> Result<(Tensor, Tensor)> {
+fn loss(
+    scope: &mut Scope,
+    w: &purestate::Variable,
+    moving: &purestate::Variable,
+    seeds: &SeedGenerator,
+    x: &Tensor,
+) -> Result<(Tensor, Tensor)> {
     let h = scope.get(w)?.mul(x)?;
     let stat = scope.get(moving)?.mul(0.9)?.add(&h.mul(0.1)?)?; // traced through h: stored detached
     scope.assign(moving, stat)?;
     let keep = random::bernoulli(seeds.next_key_in(scope)?, 0.5, [4])?;
-    let kept = h.mul(&keep.cast(DType::Float32))?;
+    let kept = h.mul(keep.cast(DType::Float32))?;
     Ok((kept.sum(None, false)?, keep))
 }
 
@@ -61,7 +62,7 @@ fn the_differentiated_step_returns_moving_statistics_and_seed_state() {
 fn successive_steps_draw_new_masks_and_a_replay_draws_the_same() {
     let (mut state, w, moving, seeds) = model();
     let mut opt = Adam::new(1e-2);
-    opt.build(&mut state, &[w.clone()]).unwrap();
+    opt.build(&mut state, std::slice::from_ref(&w)).unwrap();
     let x = Tensor::from([1.0f32, -2.0, 3.0, -4.0]);
     let step = |state: StateStore| -> Result<(StateStore, Tensor)> {
         let out = grad::value_and_grad_aux(state, |s| loss(s, &w, &moving, &seeds, &x))?;
@@ -123,7 +124,7 @@ fn assigning_a_differentiated_variable_is_an_error_naming_it() {
     }
     assert_eq!(state.fingerprint(), fingerprint);
     // Not differentiated with respect to it: assigning it is allowed (and comes back in the state).
-    let out = grad::wrt(&[moving.clone()])
+    let out = grad::wrt(std::slice::from_ref(&moving))
         .call(&state, |s| {
             s.assign(&w, Tensor::from([5.0f32; 4]))?;
             s.get(&moving)?.sum(None, false)
@@ -136,7 +137,7 @@ fn assigning_a_differentiated_variable_is_an_error_naming_it() {
 fn a_state_passed_by_value_is_donated_to_the_optimizer_step() {
     let (mut state, w, moving, seeds) = model();
     let mut opt = Sgd::new(0.1);
-    opt.build(&mut state, &[w.clone()]).unwrap();
+    opt.build(&mut state, std::slice::from_ref(&w)).unwrap();
     let x = Tensor::from([1.0f32, 2.0, 3.0, 4.0]);
     let ptr = state.get(&w).unwrap().as_ptr();
     let out = grad::value_and_grad_aux(state, |s| loss(s, &w, &moving, &seeds, &x)).unwrap();

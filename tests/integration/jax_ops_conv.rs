@@ -81,7 +81,7 @@ fn conv_and_pools_equal_jax_forward_and_vjp() {
         let want = array(&case["outputs"][0]);
         let cotangent = array(&case["cotangents"][0]);
         let out = ValueAndGrad::new()
-            .call(&StateStore::new(), |scope| {
+            .call(StateStore::new(), |scope| {
                 let traced: Vec<Tensor> = inputs.iter().map(|x| scope.watch(x)).collect::<Result<_>>()?;
                 let z = apply(op, &case["params"], &traced)?;
                 check(op, &format!("{name}: forward"), &z, &want);

@@ -157,7 +157,7 @@ fn vjps_match_jax() {
         let inputs: Vec<Tensor> = case["inputs"].as_array().unwrap().iter().map(tensor).collect();
         let cotangents: Vec<Tensor> = case["cotangents"].as_array().unwrap().iter().map(tensor).collect();
         let out = ValueAndGrad::new()
-            .call(&StateStore::new(), |scope| {
+            .call(StateStore::new(), |scope| {
                 // Float inputs are watched (their VJP is checked); integer ones (indices) stay constants.
                 let x: Vec<Tensor> = inputs
                     .iter()

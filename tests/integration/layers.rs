@@ -37,8 +37,12 @@ fn tensor(v: &Value) -> Tensor {
     let shape = dims(&v["shape"]);
     let data = v["data"].as_array().unwrap();
     match v["dtype"].as_str().unwrap() {
-        "int32" => Tensor::from_shape_vec(shape.as_slice(), data.iter().map(|x| x.as_i64().unwrap() as i32).collect()).unwrap(),
-        _ => Tensor::from_shape_vec(shape.as_slice(), data.iter().map(|x| x.as_f64().unwrap() as f32).collect()).unwrap(),
+        "int32" => {
+            Tensor::from_shape_vec(shape.as_slice(), data.iter().map(|x| x.as_i64().unwrap() as i32).collect()).unwrap()
+        }
+        _ => {
+            Tensor::from_shape_vec(shape.as_slice(), data.iter().map(|x| x.as_f64().unwrap() as f32).collect()).unwrap()
+        }
     }
 }
 
@@ -83,13 +87,16 @@ fn model(entry: &Value) -> Sequential {
                 MaxPooling2D::new(pair(&c["pool_size"])).strides(pair(&c["strides"])).padding(padding(c)).name(name),
             ),
             "AveragePooling2D" => Box::new(
-                AveragePooling2D::new(pair(&c["pool_size"])).strides(pair(&c["strides"])).padding(padding(c)).name(name),
+                AveragePooling2D::new(pair(&c["pool_size"]))
+                    .strides(pair(&c["strides"]))
+                    .padding(padding(c))
+                    .name(name),
             ),
             "GlobalAveragePooling2D" => Box::new(GlobalAveragePooling2D::new().name(name)),
             "Flatten" => Box::new(Flatten::new().name(name)),
-            "Dropout" => Box::new(
-                Dropout::new(c["rate"].as_f64().unwrap()).seed(c["seed"].as_u64().unwrap() as u32).name(name),
-            ),
+            "Dropout" => {
+                Box::new(Dropout::new(c["rate"].as_f64().unwrap()).seed(c["seed"].as_u64().unwrap() as u32).name(name))
+            }
             "Dense" => Box::new(
                 Dense::new(c["units"].as_u64().unwrap() as usize)
                     .use_bias(c["use_bias"].as_bool().unwrap())
@@ -137,7 +144,9 @@ fn variables_have_keras_paths_shapes_dtypes_and_trainable_flags() {
         let ours: Vec<(String, Vec<usize>, String, bool)> = state
             .variables()
             .iter()
-            .map(|v| (v.path().to_string(), v.shape().dims().to_vec(), v.dtype().to_string(), state.trainable(v).unwrap()))
+            .map(|v| {
+                (v.path().to_string(), v.shape().dims().to_vec(), v.dtype().to_string(), state.trainable(v).unwrap())
+            })
             .collect();
         let keras: Vec<(String, Vec<usize>, String, bool)> = entry["variables"]
             .as_array()
@@ -265,7 +274,10 @@ fn bad_input_is_a_typed_error_naming_the_layer_and_shapes() {
     // Wrong rank, wrong channel count.
     let err = model.call(&mut scope, &Tensor::zeros([4, 4, 2].as_slice(), DType::Float32), false).unwrap_err();
     assert!(matches!(&err, Error::LayerInput { layer, .. } if layer == "cnn/conv2d"), "{err}");
-    assert_eq!(err.to_string(), "`cnn/conv2d`: expected rank 4 (a batch of rank-3 examples), got input shape (4, 4, 2)");
+    assert_eq!(
+        err.to_string(),
+        "`cnn/conv2d`: expected rank 4 (a batch of rank-3 examples), got input shape (4, 4, 2)"
+    );
     let err = model.call(&mut scope, &Tensor::zeros([1, 4, 4, 3].as_slice(), DType::Float32), false).unwrap_err();
     assert_eq!(err.to_string(), "`cnn/conv2d`: expected 2 channels on the last axis, got input shape (1, 4, 4, 3)");
     assert!(scope.assigned().is_empty());
@@ -276,10 +288,14 @@ fn bad_input_is_a_typed_error_naming_the_layer_and_shapes() {
     let mut other = state.clone();
     let err = layers::build(&mut Dropout::new(1.0), &mut other, &[3]).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument { op: "Dropout", arg: "rate", .. }), "{err}");
-    let err = Sequential::new("m").add(Dense::new(2)).add(MaxPooling2D::new([3, 3])).build(&mut other, &[4]).unwrap_err();
+    let err =
+        Sequential::new("m").add(Dense::new(2)).add(MaxPooling2D::new([3, 3])).build(&mut other, &[4]).unwrap_err();
     assert!(matches!(&err, Error::LayerInput { layer, .. } if layer == "m/max_pooling2d"), "{err}");
     let err = layers::build(&mut MaxPooling2D::new([5, 5]), &mut other, &[4, 4, 1]).unwrap_err();
-    assert_eq!(err.to_string(), "`max_pooling2d`: the window 5x5 (dilation 1x1) is larger than the input, got input shape (4, 4, 1)");
+    assert_eq!(
+        err.to_string(),
+        "`max_pooling2d`: the window 5x5 (dilation 1x1) is larger than the input, got input shape (4, 4, 1)"
+    );
     assert_eq!(other.fingerprint(), fingerprint);
     assert_eq!(other.len(), state.len());
     // An id outside the vocabulary.

@@ -6,7 +6,7 @@ use purestate::{losses, DType, Error, Result, StateStore, Tensor};
 
 /// The loss and its gradient with respect to `pred`.
 fn loss_and_grad(pred: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> (f64, Vec<f64>) {
-    let out = ValueAndGrad::new().call(&StateStore::new(), |s| f(&s.watch(pred)?)).unwrap();
+    let out = ValueAndGrad::new().call(StateStore::new(), |s| f(&s.watch(pred)?)).unwrap();
     (out.loss.to_f64().unwrap(), out.inputs[0].to_f64_vec())
 }
 
@@ -74,7 +74,7 @@ fn mean_squared_error_averages_rows_then_samples() {
 fn half_precision_predictions_compute_in_float32() {
     let z = Tensor::from([[1.0f32, 2.0]]).cast(DType::Float16);
     let out = ValueAndGrad::new()
-        .call(&StateStore::new(), |s| {
+        .call(StateStore::new(), |s| {
             losses::sparse_categorical_crossentropy(&Tensor::from([0i32]), &s.watch(&z)?, true)
         })
         .unwrap();

@@ -44,7 +44,7 @@ fn weighted(f: &Op, inputs: &[Tensor]) -> Result<Tensor> {
 /// The tape's gradient of `weighted(f)` with respect to each input.
 fn tape_grads(f: &Op, inputs: &[Tensor]) -> Vec<Tensor> {
     ValueAndGrad::new()
-        .call(&StateStore::new(), |scope| {
+        .call(StateStore::new(), |scope| {
             let x: Vec<Tensor> = inputs.iter().map(|t| scope.watch(t)).collect::<Result<_>>()?;
             weighted(f, &x)
         })
@@ -173,7 +173,7 @@ fn same_bits_at_any_thread_count(name: &str, f: impl Fn() -> Vec<Tensor> + Sync)
 /// The value of `weighted(f)` and its gradients, in float32.
 fn value_and_grads(f: &Op, inputs: &[Tensor]) -> Vec<Tensor> {
     let out = ValueAndGrad::new()
-        .call(&StateStore::new(), |scope| {
+        .call(StateStore::new(), |scope| {
             let x: Vec<Tensor> = inputs.iter().map(|t| scope.watch(t)).collect::<Result<_>>()?;
             let mut loss = Tensor::scalar(0.0f32);
             for (k, y) in f(&x)?.iter().enumerate() {
@@ -243,7 +243,7 @@ fn take_gradient_is_the_plain_scatter_add_loop() {
     }
     let indices = Tensor::from(idx);
     let out = ValueAndGrad::new()
-        .call(&StateStore::new(), |scope| {
+        .call(StateStore::new(), |scope| {
             let t = scope.watch(&table)?;
             t.take(&indices, Some(0))?.mul(&g)?.sum(Axes::All, false)
         })
@@ -253,7 +253,7 @@ fn take_gradient_is_the_plain_scatter_add_loop() {
     // float16 tables get a float16 gradient (accumulated in float32, rounded once).
     let half_table = table.cast(DType::Float16);
     let out = ValueAndGrad::new()
-        .call(&StateStore::new(), |scope| {
+        .call(StateStore::new(), |scope| {
             let t = scope.watch(&half_table)?;
             t.take(&indices, Some(0))?.cast(DType::Float32).mul(&g)?.sum(Axes::All, false)
         })
