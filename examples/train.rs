@@ -4,7 +4,8 @@
 //! deliberately too-large learning rate is refused by the divergence guard and rolled back, every epoch is
 //! tagged and checkpointed, and at the end the whole run is replayed from version 0 bit for bit.
 //!
-//! The CNN's BatchNormalization moving statistics and Dropout seed state are variables of the state: the
+//! The CNN's learning rate follows a cosine decay over the run (each step's rate is in its record). Its
+//! BatchNormalization moving statistics and Dropout seed state are variables of the state: the
 //! differentiated step returns them, every version holds them, and replay checks them bit for bit.
 //!
 //! The run is journaled to a run directory (`--run DIR`, default `runs/digits`, `runs/digits-cnn` for the CNN). Killed at any point and
@@ -237,7 +238,14 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let mut refused = false;
         for (i, ids) in batches.iter().enumerate().skip(start) {
             // A deliberately absurd learning rate for the first steps of the blow-up epoch.
-            let learning_rate = if blowup && i < 5 { 1e35 } else { args.lr };
+            // The CNN's rate decays along a cosine to zero over the run (its BatchNorm statistics settle with it).
+            let progress = ((u64::from(epoch) - 1) * steps_per_epoch + i as u64) as f64
+                / (u64::from(args.epochs) * steps_per_epoch) as f64;
+            let scheduled = match model {
+                Net::Cnn(_) => (f64::from(args.lr) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())) as f32,
+                Net::Mlp(_) => args.lr,
+            };
+            let learning_rate = if blowup && i < 5 { 1e35 } else { scheduled };
             let record =
                 StepRecord { epoch, step: i as u32, ids: ids.iter().map(|&i| i as u32).collect(), learning_rate };
             let (next, loss) = model.train_step(trainer.state().clone(), &opt, &data, &record)?;
@@ -269,8 +277,11 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         }
         let acc = model.accuracy(trainer.state(), &data, &test)?;
         curve.accuracy.push((trainer.head(), acc));
-        let last_loss = curve.loss.last().map_or(f32::NAN, |l| l.1);
-        let message = format!("epoch {epoch}: loss {last_loss:.4}, held-out accuracy {:.1}%", acc * 100.0);
+        let last_loss = match curve.loss.last() {
+            Some(&(_, loss)) => format!("loss {loss:.4}"),
+            None => "no step run in this process".to_string(), // resumed at the epoch's last step
+        };
+        let message = format!("epoch {epoch}: {last_loss}, held-out accuracy {:.1}%", acc * 100.0);
         bar.suspend(|| println!("{message}"));
         bar.set_message(message);
         trainer.tag(format!("epoch-{epoch}"))?;

@@ -26,11 +26,11 @@ impl Cnn {
     pub fn create(state: &mut StateStore, c1: usize, c2: usize) -> purestate::Result<Cnn> {
         let mut model = Sequential::new("cnn")
             .add(Conv2D::new(c1, [3, 3]).padding(Padding::Same))
-            .add(BatchNormalization::new())
+            .add(BatchNormalization::new().momentum(0.9))
             .add(Activation::new("relu"))
             .add(MaxPooling2D::new([2, 2]))
             .add(Conv2D::new(c2, [3, 3]).padding(Padding::Same))
-            .add(BatchNormalization::new())
+            .add(BatchNormalization::new().momentum(0.9))
             .add(Activation::new("relu"))
             .add(GlobalAveragePooling2D::new())
             .add(Dropout::new(0.25))
