@@ -5,7 +5,7 @@ use super::{bad_input, built, handle, Layer};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::init;
-use crate::ops::Axes;
+use crate::ops::{self, Axes};
 use crate::scope::Scope;
 use crate::store::StateStore;
 use crate::tensor::Tensor;
@@ -231,18 +231,18 @@ impl Layer for BatchNormalization {
         let x = widened(x);
         let moving_mean = scope.get(mm)?.cast(x.dtype());
         let moving_variance = scope.get(mv)?.cast(x.dtype());
-        let (mean, variance) = if training && self.trains(scope)? {
-            let axes: Vec<isize> = (0..x.ndim() as isize - 1).collect();
-            let (mean, variance) = moments(&x, axes)?;
-            let (mean, variance) = (mean.reshape(&[channels as isize])?, variance.reshape(&[channels as isize])?);
+        let y = if training && self.trains(scope)? {
+            // One fused op: the batch statistics, the output and its backward (`ops::batch_norm_train`).
+            let gamma = self.affine.gamma.as_ref().map(|g| scope.get(g).map(|g| g.cast(x.dtype()))).transpose()?;
+            let beta = self.affine.beta.as_ref().map(|b| scope.get(b).map(|b| b.cast(x.dtype()))).transpose()?;
+            let (y, mean, variance) = ops::batch_norm_train(&x, gamma.as_ref(), beta.as_ref(), self.epsilon)?;
             let m = self.momentum;
             scope.assign(mm, moving_mean.mul(m)?.add(&mean.mul(1.0 - m)?)?)?;
             scope.assign(mv, moving_variance.mul(m)?.add(&variance.mul(1.0 - m)?)?)?;
-            (mean, variance)
+            y
         } else {
-            (moving_mean, moving_variance)
+            self.affine.normalize(scope, &x, &moving_mean, &moving_variance, self.epsilon)?
         };
-        let y = self.affine.normalize(scope, &x, &mean, &variance, self.epsilon)?;
         Ok(if y.dtype() == input_dtype { y } else { y.cast(input_dtype) })
     }
 

@@ -51,6 +51,7 @@ mod gather;
 mod join;
 mod math;
 mod matmul;
+mod norm;
 pub(crate) mod num;
 mod pool;
 mod reduce;
@@ -68,6 +69,7 @@ pub use gather::one_hot;
 pub use join::{concatenate, stack, Split};
 pub use math::{unary, UnaryOp};
 pub use matmul::matmul;
+pub use norm::batch_norm_train;
 pub use pool::{avg_pool2d, max_pool2d, Pool2d};
 pub use reduce::{reduce, Axes, ReduceOp};
 

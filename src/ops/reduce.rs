@@ -136,15 +136,21 @@ pub fn reduce(op: ReduceOp, x: &Tensor, axes: impl Into<Axes>, keepdims: bool, f
     let n_rows: usize = kept.iter().map(|&a| x.dims()[a]).product();
     let order: Vec<usize> = kept.iter().chain(&axes).copied().collect();
     let x = if op == ReduceOp::Norm && !x.dtype().is_float() { x.cast(floatx) } else { x.clone() };
+    let block = column_block(x.dims(), &axes);
     match op {
-        ReduceOp::Sum => {
-            let leading = !kept.is_empty() && axes.iter().enumerate().all(|(i, &a)| i == a);
-            sum(&x, &order, n_rows, row_len, &out_dims, leading)
-        }
+        ReduceOp::Sum => sum(&x, &order, n_rows, row_len, &out_dims, block),
         ReduceOp::Mean => with_float!(x.dtype(), T => {
-            wrap(rows::<T, T>(&x, &order, n_rows, row_len, &out_dims, |r| {
-                T::down(kernels::sum_by(r, |v: T| v.up()) / count::<<T as Float>::C>(r.len()))
-            }))
+            let n = count::<<T as Float>::C>(row_len);
+            match (block, x.as_slice::<T>()) {
+                (Some(block), Some(data)) => {
+                    let sums = sum_blocks(data, block, |v: T| v.up());
+                    wrap(ArrayD::from_shape_vec(IxDyn(&out_dims), sums.into_iter().map(|s| T::down(s / n)).collect())
+                        .expect("one value per kept position"))
+                }
+                _ => wrap(rows::<T, T>(&x, &order, n_rows, row_len, &out_dims, |r| {
+                    T::down(kernels::sum_by(r, |v: T| v.up()) / n)
+                })),
+            }
         }, _ => with_dtype!(x.dtype(), T => wrap(rows::<T, f32>(&x, &order, n_rows, row_len, &out_dims, |r| {
             kernels::sum_by(r, |v: T| v.to_f64() as f32) / r.len() as f32
         })))),
@@ -181,17 +187,49 @@ fn count<C: Real>(n: usize) -> C {
     c
 }
 
-/// With `leading` (the reduced axes are the first ones and some axis is kept) a contiguous `x` is summed down
-/// its columns in memory order ([`kernels::sum_columns_by`], the same bits) instead of through a transposed copy.
-fn sum(x: &Tensor, order: &[usize], n_rows: usize, row_len: usize, dims: &[usize], leading: bool) -> Result<Tensor> {
+/// `(outer, reduced, inner)` when the reduced axes are one run of consecutive axes followed by at least one kept
+/// axis: `x` is then `outer` blocks of a `reduced x inner` row-major matrix whose columns are the rows to reduce
+/// (a bias's gradient: axes `0..k`; BatchNorm's statistics; a global average pool over height and width).
+fn column_block(dims: &[usize], axes: &[usize]) -> Option<(usize, usize, usize)> {
+    let (&first, &last) = (axes.first()?, axes.last()?);
+    if last - first + 1 != axes.len() || last + 1 >= dims.len() {
+        return None;
+    }
+    let outer = dims[..first].iter().product();
+    let reduced = dims[first..=last].iter().product();
+    let inner = dims[last + 1..].iter().product();
+    Some((outer, reduced, inner))
+}
+
+/// The column sums of each block (see [`column_block`]) in memory order ([`kernels::sum_columns_by`]: the same
+/// bits as [`kernels::sum_by`] over each column, with no transposed copy).
+fn sum_blocks<T: Copy + Sync, A: kernels::Acc>(
+    data: &[T],
+    (outer, reduced, inner): (usize, usize, usize),
+    f: impl Fn(T) -> A + Sync + Send + Copy,
+) -> Vec<A> {
+    let size = reduced * inner;
+    (0..outer).flat_map(|o| kernels::sum_columns_by(&data[o * size..(o + 1) * size], reduced, inner, f)).collect()
+}
+
+/// With `block` (see [`column_block`]) a contiguous `x` is summed down its columns in memory order instead of
+/// through a transposed copy.
+fn sum(
+    x: &Tensor,
+    order: &[usize],
+    n_rows: usize,
+    row_len: usize,
+    dims: &[usize],
+    block: Option<(usize, usize, usize)>,
+) -> Result<Tensor> {
     macro_rules! sum_as {
         ($t:ty, $acc:ty, $conv:expr) => {
-            match x.as_slice::<$t>().filter(|_| leading) {
-                Some(data) => Tensor::from(
-                    ArrayD::from_shape_vec(IxDyn(dims), kernels::sum_columns_by(data, row_len, n_rows, $conv))
+            match (block, x.as_slice::<$t>()) {
+                (Some(block), Some(data)) => Tensor::from(
+                    ArrayD::from_shape_vec(IxDyn(dims), sum_blocks(data, block, $conv))
                         .expect("one value per kept position"),
                 ),
-                None => Tensor::from(rows::<$t, $acc>(x, order, n_rows, row_len, dims, |r| kernels::sum_by(r, $conv))),
+                _ => Tensor::from(rows::<$t, $acc>(x, order, n_rows, row_len, dims, |r| kernels::sum_by(r, $conv))),
             }
         };
     }

@@ -5,7 +5,37 @@ use ndarray::IxDyn;
 
 use super::reduce::normalize_axis;
 use crate::error::{Error, Result};
+use crate::kernels;
 use crate::tensor::{with_array, Shape, Tensor};
+
+/// A contiguous `data` broadcast to `dims` (its broadcast view has `strides`, 0 on the repeated axes), written
+/// row by row (the last axis) in parallel: each row is a copy of a source row or one repeated value. The same
+/// elements as ndarray's element-by-element copy of the broadcast view, without its per-element iterator.
+fn broadcast_rows<T: Copy + Send + Sync>(data: &[T], strides: &[isize], dims: &[usize]) -> ndarray::ArrayD<T> {
+    let total: usize = dims.iter().product();
+    let Some((&row_len, outer)) = dims.split_last() else {
+        return ndarray::ArrayD::from_shape_vec(IxDyn(dims), data.to_vec()).expect("a 0-d tensor has one value");
+    };
+    let Some(&first) = data.first().filter(|_| total > 0) else {
+        return ndarray::ArrayD::from_shape_vec(IxDyn(dims), Vec::new()).expect("a broadcast of no element is empty");
+    };
+    let mut out = vec![first; total];
+    let last_stride = strides[outer.len()];
+    kernels::for_rows(&mut out, row_len, total, |row, dst| {
+        let (mut rest, mut offset) = (row, 0isize);
+        for (&d, &st) in outer.iter().zip(strides).rev() {
+            offset += (rest % d) as isize * st;
+            rest /= d;
+        }
+        let start = offset as usize;
+        if last_stride == 0 {
+            dst.fill(data[start]);
+        } else {
+            dst.copy_from_slice(&data[start..start + row_len]);
+        }
+    });
+    ndarray::ArrayD::from_shape_vec(IxDyn(dims), out).expect("one value per position")
+}
 
 impl Tensor {
     /// The same elements in row-major order with new dimensions (`keras.ops.reshape`); one dimension may be
@@ -84,7 +114,13 @@ impl Tensor {
     pub fn broadcast_to(&self, shape: impl Into<Shape>) -> Result<Tensor> {
         let shape = shape.into();
         with_array!(self.data(), a => match a.broadcast(IxDyn(shape.dims())) {
-            Some(v) => Ok(super::trace::view(self, Tensor::from(v.as_standard_layout().into_owned()), |g| Ok(g.clone()))),
+            Some(v) => {
+                let out = match a.as_slice() {
+                    Some(data) => broadcast_rows(data, v.strides(), shape.dims()),
+                    None => v.as_standard_layout().into_owned(),
+                };
+                Ok(super::trace::view(self, Tensor::from(out), |g| Ok(g.clone())))
+            }
             None => Err(Error::Broadcast { op: "broadcast_to", lhs: self.shape(), rhs: shape }),
         })
     }

@@ -368,3 +368,87 @@ fn a_cnn_run_resumed_from_its_directory_ends_bit_identical_and_replays() {
         .unwrap();
     assert!(report.is_bit_identical(), "{report}");
 }
+
+/// `sum(batch_norm_train(x, gamma, beta) * w)` for fixed weights `w`.
+fn bn_loss(x: &Tensor, gamma: &Tensor, beta: &Tensor, w: &Tensor) -> purestate::Result<Tensor> {
+    let (y, _, _) = purestate::ops::batch_norm_train(x, Some(gamma), Some(beta), 1e-3)?;
+    y.mul(w)?.sum(purestate::ops::Axes::All, false)
+}
+
+fn f64_tensor(dims: &[usize], seed: u64) -> Tensor {
+    Tensor::from_fn(dims, DType::Float64, |i| {
+        let h = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        (h >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0
+    })
+}
+
+#[test]
+fn fused_batch_norm_gradients_pass_finite_differences_and_match_the_composed_ops() {
+    let (x, gamma, beta, w) =
+        (f64_tensor(&[5, 3, 4], 1), f64_tensor(&[4], 2), f64_tensor(&[4], 3), f64_tensor(&[5, 3, 4], 4));
+    let out = ValueAndGrad::new()
+        .call(StateStore::new(), |s| {
+            let (x, g, b) = (s.watch(&x)?, s.watch(&gamma)?, s.watch(&beta)?);
+            bn_loss(&x, &g, &b, &w)
+        })
+        .unwrap();
+    let h = 1e-6;
+    for (k, input) in [&x, &gamma, &beta].into_iter().enumerate() {
+        let values = input.to_f64_vec();
+        let analytic = out.inputs[k].to_f64_vec();
+        for i in 0..values.len() {
+            let shifted = |d: f64| {
+                let mut v = values.clone();
+                v[i] += d;
+                let t = Tensor::from_shape_vec(input.dims(), v).unwrap();
+                let mut args = [x.clone(), gamma.clone(), beta.clone()];
+                args[k] = t;
+                bn_loss(&args[0], &args[1], &args[2], &w).unwrap().to_f64().unwrap()
+            };
+            let numeric = (shifted(h) - shifted(-h)) / (2.0 * h);
+            assert!(
+                (analytic[i] - numeric).abs() <= 1e-5 * (1.0 + numeric.abs()),
+                "input {k}[{i}]: {} vs {numeric}",
+                analytic[i]
+            );
+        }
+    }
+    // The composed form (moments, then Keras's formula) gives the same output.
+    let mean = x.mean(purestate::ops::Axes::These(vec![0, 1]), false).unwrap();
+    let var = x.var(purestate::ops::Axes::These(vec![0, 1]), false).unwrap();
+    let inv = var.add(1e-3).unwrap().rsqrt().unwrap().mul(&gamma).unwrap();
+    let composed = x.mul(&inv).unwrap().add(&mean.neg().unwrap().mul(&inv).unwrap().add(&beta).unwrap()).unwrap();
+    let (fused, m, v) = purestate::ops::batch_norm_train(&x, Some(&gamma), Some(&beta), 1e-3).unwrap();
+    assert_close("fused vs composed", &fused, &composed, 1e-12);
+    assert_close("mean", &m, &mean, 1e-14);
+    assert_close("variance", &v, &var, 1e-14);
+    // Errors: a gamma of the wrong shape, an integer input.
+    let err = purestate::ops::batch_norm_train(&x, Some(&beta.reshape(&[2, 2]).unwrap()), None, 1e-3).unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+    assert!(purestate::ops::batch_norm_train(&Tensor::from([[1i32, 2]]), None, None, 1e-3).is_err());
+}
+
+#[test]
+fn fused_batch_norm_is_bit_identical_at_1_2_and_7_threads() {
+    let x = Tensor::from_fn([128, 8, 8, 64].as_slice(), DType::Float32, |i| ((i * 7919) % 1013) as f64 / 500.0 - 1.0);
+    let gamma = Tensor::from_fn([64].as_slice(), DType::Float32, |i| 0.5 + i as f64 / 64.0);
+    let beta = Tensor::from_fn([64].as_slice(), DType::Float32, |i| i as f64 / 128.0 - 0.25);
+    let w = Tensor::from_fn([128, 8, 8, 64].as_slice(), DType::Float32, |i| ((i * 31) % 17) as f64 / 8.0 - 1.0);
+    let run = || {
+        ValueAndGrad::new()
+            .call(StateStore::new(), |s| {
+                let (x, g, b) = (s.watch(&x)?, s.watch(&gamma)?, s.watch(&beta)?);
+                let (y, _, _) = purestate::ops::batch_norm_train(&x, Some(&g), Some(&b), 1e-3)?;
+                y.mul(&w)?.sum(purestate::ops::Axes::All, false)
+            })
+            .unwrap()
+    };
+    let base = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(run);
+    for n in [2, 7] {
+        let out = rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap().install(run);
+        assert!(out.loss.bit_eq(&base.loss), "{n} threads: loss");
+        for (a, b) in out.inputs.iter().zip(&base.inputs) {
+            assert!(a.bit_eq(b), "{n} threads: a gradient differs");
+        }
+    }
+}
