@@ -86,7 +86,13 @@ where
             Lay::Full(b_full.as_slice().expect("standard layout"))
         }
     };
-    if la.is_none() || (!matches!(lb, Lay::Full(_)) && !matches!(la, Some(Lay::Full(_)) | Some(Lay::One(_)))) {
+    // The loops below take (full, any), (one, full or one), (tile, full); `a` is materialized otherwise (a one
+    // or tile beside a tile, a tile beside a one).
+    let handled = matches!(
+        (&la, &lb),
+        (Some(Lay::Full(_)), _) | (Some(Lay::One(_)), Lay::Full(_) | Lay::One(_)) | (Some(Lay::Tile(_)), Lay::Full(_))
+    );
+    if !handled {
         a_full = materialize(a, shape);
         la = Some(Lay::Full(a_full.as_slice().expect("standard layout")));
     }
@@ -108,7 +114,7 @@ where
                 out
             }
             (Lay::One(x), Lay::One(y)) => vec![f(x, y); n],
-            _ => unreachable!("operands other than full or one are materialized above"),
+            _ => unreachable!("other pairs of operands are materialized above"),
         };
         return Ok(ArrayD::from_shape_vec(dim, out).expect("one value per position"));
     }
@@ -125,7 +131,7 @@ where
             tiled(out, x.len(), |o, i| o.iter_mut().zip(x).zip(&y[i..]).for_each(|((o, &x), &y)| *o = f(x, y)))
         }
         (Lay::One(x), Lay::One(y)) => unary::fill(out, f(x, y)),
-        _ => unreachable!("operands other than full or one are materialized above"),
+        _ => unreachable!("other pairs of operands are materialized above"),
     }
     Ok(buf.into_array(dim))
 }

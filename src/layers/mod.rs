@@ -19,7 +19,8 @@
 //!     .add(Dense::new(3));
 //! model.build(&mut state, &[4])?;                                    // per-example input shape
 //! let mut opt = Adam::new(1e-2);
-//! opt.build(&mut state, &state.trainable_variables())?;
+//! let weights = model.trainable_weights();
+//! opt.build(&mut state, &weights)?;
 //!
 //! let x = Tensor::from([[0.5f32, -1.0, 2.0, 0.0], [1.0, 1.0, -1.0, 3.0]]);
 //! let y = Tensor::from([0i32, 2]);

@@ -287,3 +287,19 @@ fn matmul_gradient_through_a_transposed_operand_equals_the_contiguous_one() {
         assert!((got - 2.0 * want).abs() <= 1e-6, "{got} vs {}", 2.0 * want);
     }
 }
+
+#[test]
+fn a_one_element_or_tiled_operand_beside_a_tiled_one_broadcasts() {
+    // Regression: `(1, 1) * (3,)` reached an unreachable branch of the binary kernel (a panic).
+    let one = Tensor::from([[2.0f32]]);
+    let row = Tensor::from([1.0f32, 2.0, 3.0]);
+    assert_eq!(one.mul(&row).unwrap().to_vec::<f32>().unwrap(), [2.0, 4.0, 6.0]);
+    assert_eq!(row.mul(&one).unwrap().to_vec::<f32>().unwrap(), [2.0, 4.0, 6.0]);
+    assert_eq!(one.mul(&row).unwrap().dims(), [1, 3]);
+    let col = Tensor::from([[1.0f32], [10.0]]);
+    let tiled = col.mul(&row).unwrap(); // (2, 1) * (3,): both broadcast
+    assert_eq!(tiled.to_vec::<f32>().unwrap(), [1.0, 2.0, 3.0, 10.0, 20.0, 30.0]);
+    let big = Tensor::from_fn([1, 600_000].as_slice(), DType::Float32, |i| (i % 7) as f64);
+    let scaled = one.mul(&big).unwrap(); // above the kernels' threshold
+    assert_eq!(scaled.to_vec::<f32>().unwrap()[13], 12.0);
+}
