@@ -13,7 +13,7 @@ exists) is shown as "n/a".
 The venv (tools/.venv, ignored by git) is made on first use from tools/requirements-peer.txt. Neither tests nor
 CI need any of this.
 
-Run from the repository root: python3 tools/peer_step.py [--rounds 3] [--runs 50]
+Run from the repository root: python3 tools/peer_step.py [--rounds 3] [--runs 50] [--only step/cnn]
 """
 
 import argparse
@@ -60,10 +60,10 @@ def criterion_medians(since):
     return medians
 
 
-def run_round(runs):
+def run_round(runs, only):
     """One round: purestate's benchmarks, then JAX's. Returns ({bench id: s}, [jax reports])."""
     start = time.time()
-    bench = subprocess.run(BENCH, cwd=ROOT, capture_output=True, text=True)
+    bench = subprocess.run(BENCH[:-1] + [only], cwd=ROOT, capture_output=True, text=True)
     if bench.returncode != 0:
         sys.stderr.write(bench.stderr)
         raise SystemExit(f"peer_step: cargo bench failed ({bench.returncode})")
@@ -83,6 +83,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=50, help="timed JAX steps per model and thread count")
+    parser.add_argument("--only", default="step/", help="criterion filter of our side, e.g. step/cnn (JAX runs all)")
     args = parser.parse_args()
     ensure_venv()
 
@@ -90,11 +91,13 @@ def main():
     jax_version = None
     for k in range(args.rounds):
         print(f"round {k + 1}/{args.rounds}", file=sys.stderr)
-        ours, reports = run_round(args.runs)
+        ours, reports = run_round(args.runs, args.only)
         for report in reports:
             jax_version = report["jax"]
             threads = report["threads"]
             for r in report["results"]:
+                if not f"step/{r['mlp']}/".startswith(args.only) and not args.only.startswith(f"step/{r['mlp']}"):
+                    continue
                 row = rows.setdefault((r["mlp"], r["batch"], threads), {})
                 row.setdefault("jax", []).append(r["median_s"])
                 row.setdefault("jax_cpu", []).append(r["cpu_per_wall"])
@@ -105,7 +108,7 @@ def main():
                     row.setdefault(variant, []).append(ours_s)
                     row.setdefault(variant + "/ratio", []).append(ours_s / r["median_s"])
 
-    print(f"purestate `{' '.join(BENCH)}` vs JAX {jax_version} jit (tools/jax_step.py --runs {args.runs}); "
+    print(f"purestate `{' '.join(BENCH[:-1] + [args.only])}` vs JAX {jax_version} jit (tools/jax_step.py --runs {args.runs}); "
           f"medians of {args.rounds} interleaved rounds")
     print()
     head = ["model, batch", "threads"] + [t for _, t in VARIANTS[:1]] + ["JAX jit", "purestate / JAX"]
