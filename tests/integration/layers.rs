@@ -417,7 +417,7 @@ fn fused_batch_norm_gradients_pass_finite_differences_and_match_the_composed_ops
     let mean = x.mean(purestate::ops::Axes::These(vec![0, 1]), false).unwrap();
     let var = x.var(purestate::ops::Axes::These(vec![0, 1]), false).unwrap();
     let inv = var.add(1e-3).unwrap().rsqrt().unwrap().mul(&gamma).unwrap();
-    let composed = x.mul(&inv).unwrap().add(&mean.neg().unwrap().mul(&inv).unwrap().add(&beta).unwrap()).unwrap();
+    let composed = x.mul(&inv).unwrap().add(mean.neg().unwrap().mul(&inv).unwrap().add(&beta).unwrap()).unwrap();
     let (fused, m, v) = purestate::ops::batch_norm_train(&x, Some(&gamma), Some(&beta), 1e-3).unwrap();
     assert_close("fused vs composed", &fused, &composed, 1e-12);
     assert_close("mean", &m, &mean, 1e-14);
