@@ -119,10 +119,11 @@ fn main() {
     }
     let elapsed = started.elapsed();
 
-    // Aggregation none: every rank sees the same conflict.
+    // Aggregation none: ranks assigning different values see the same conflict (bit-identical values, as a seed
+    // state every rank advanced alike, are one value and accepted).
     let err = mpi
-        .step(&state, n, |_, mut st| {
-            st.assign(&m.lonely, Tensor::scalar(1.0f32))?;
+        .step(&state, n, |ctx, mut st| {
+            st.assign(&m.lonely, Tensor::scalar(ctx.replica() as f32))?;
             Ok(ReplicaOutput { state: st, grads: Grads::new(), loss: 0.0 })
         })
         .unwrap_err();
