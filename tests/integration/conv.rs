@@ -6,67 +6,24 @@ use purestate::grad::ValueAndGrad;
 use purestate::ops::{avg_pool2d, conv2d, max_pool2d, Axes, Conv2d, Padding, Pool2d};
 use purestate::{DType, Error, Result, StateStore, Tensor};
 
-/// Central-difference step and tolerance, as in `grad.rs`: `|analytic - numeric| <= TOL * (1 + |numeric|)`.
-const H: f64 = 1e-6;
-const TOL: f64 = 1e-6;
+use super::fd::{self, tensor};
 
-/// Deterministic values in `[lo, hi)` (xorshift64*).
-fn tensor(seed: u64, dims: &[usize], lo: f64, hi: f64) -> Tensor {
-    let mut s = seed | 1;
-    let n: usize = dims.iter().product();
-    let v: Vec<f64> = (0..n)
-        .map(|_| {
-            s ^= s >> 12;
-            s ^= s << 25;
-            s ^= s >> 27;
-            lo + (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64 * (hi - lo)
-        })
-        .collect();
-    Tensor::from_shape_vec(dims, v).unwrap()
-}
-
+/// An op of one output.
 type Op = dyn Fn(&[Tensor]) -> Result<Tensor>;
 
-/// `sum(f(inputs) * w)` with fixed weights, so that every output has its own cotangent.
-fn weighted(f: &Op, inputs: &[Tensor]) -> Result<Tensor> {
-    let out = f(inputs)?;
-    out.mul(tensor(99, out.dims(), -1.0, 1.0).cast(out.dtype()))?.sum(Axes::All, false)
+/// `f` as an op of several outputs, for the shared harness.
+fn one(f: &Op) -> impl Fn(&[Tensor]) -> Result<Vec<Tensor>> + '_ {
+    move |t| Ok(vec![f(t)?])
 }
 
-/// The loss and the gradient of `weighted(f)` with respect to every input, from the tape.
+/// The loss and the gradient of the weighted output with respect to every input, from the tape.
 fn tape_grads(f: &Op, inputs: &[Tensor]) -> (Tensor, Vec<Tensor>) {
-    let out = ValueAndGrad::new()
-        .call(StateStore::new(), |scope| {
-            let traced: Vec<Tensor> = inputs.iter().map(|x| scope.watch(x)).collect::<Result<_>>()?;
-            weighted(f, &traced)
-        })
-        .unwrap();
-    (out.loss, out.inputs)
+    fd::tape_grads(&one(f), inputs)
 }
 
-/// The tape's gradients of `weighted(f)` against central differences, every element of every input.
+/// The tape's gradients against central differences, every element of every input.
 fn check(what: &str, f: &Op, inputs: &[Tensor]) {
-    let (_, grads) = tape_grads(f, inputs);
-    for (k, x) in inputs.iter().enumerate() {
-        assert_eq!(grads[k].dims(), x.dims(), "{what}: input {k}");
-        let analytic = grads[k].to_vec::<f64>().unwrap();
-        let base = x.to_vec::<f64>().unwrap();
-        for i in 0..base.len() {
-            let at = |d: f64| {
-                let mut v = base.clone();
-                v[i] += d;
-                let mut xs = inputs.to_vec();
-                xs[k] = Tensor::from_shape_vec(x.dims(), v).unwrap();
-                weighted(f, &xs).unwrap().to_f64().unwrap()
-            };
-            let numeric = (at(H) - at(-H)) / (2.0 * H);
-            assert!(
-                (analytic[i] - numeric).abs() <= TOL * (1.0 + numeric.abs()),
-                "{what}: input {k} element {i}: analytic {} numeric {numeric}",
-                analytic[i]
-            );
-        }
-    }
+    fd::check(what, &one(f), inputs)
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 mod checkpoint;
 mod conv;
+mod fd;
 mod grad;
 mod grad_state;
 mod init;

@@ -8,73 +8,13 @@ use purestate::kernels::THRESHOLD;
 use purestate::ops::{concatenate, one_hot, stack, Axes, Split};
 use purestate::{DType, Error, Result, StateStore, Tensor};
 
-/// Central-difference step and tolerance: `|analytic - numeric| <= TOL * (1 + |numeric|)` (see grad.rs).
-const H: f64 = 1e-6;
-const TOL: f64 = 1e-6;
+use super::fd::{self, tensor};
 
 type Op = Box<dyn Fn(&[Tensor]) -> Result<Vec<Tensor>> + Send + Sync>;
 
-/// Deterministic values in `[lo, hi)` (xorshift64*).
-fn values(seed: u64, n: usize, lo: f64, hi: f64) -> Vec<f64> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s >> 12;
-            s ^= s << 25;
-            s ^= s >> 27;
-            lo + (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64 * (hi - lo)
-        })
-        .collect()
-}
-
-fn tensor(seed: u64, dims: &[usize], lo: f64, hi: f64) -> Tensor {
-    Tensor::from_shape_vec(dims, values(seed, dims.iter().product(), lo, hi)).unwrap()
-}
-
-/// `sum_k sum(f(inputs)[k] * w_k)` with fixed weights, so every output element has its own cotangent.
-fn weighted(f: &Op, inputs: &[Tensor]) -> Result<Tensor> {
-    let mut loss = Tensor::scalar(0.0f64);
-    for (k, y) in f(inputs)?.iter().enumerate() {
-        let w = tensor(99 + k as u64, y.dims(), -1.0, 1.0).cast(y.dtype());
-        loss = loss.add(&y.mul(&w)?.sum(Axes::All, false)?)?;
-    }
-    Ok(loss)
-}
-
-/// The tape's gradient of `weighted(f)` with respect to each input.
-fn tape_grads(f: &Op, inputs: &[Tensor]) -> Vec<Tensor> {
-    ValueAndGrad::new()
-        .call(StateStore::new(), |scope| {
-            let x: Vec<Tensor> = inputs.iter().map(|t| scope.watch(t)).collect::<Result<_>>()?;
-            weighted(f, &x)
-        })
-        .unwrap()
-        .inputs
-}
-
-/// Checks the tape's gradient of `weighted(f)` against central differences, input by input.
+/// The tape's gradient of the weighted outputs against central differences, input by input.
 fn check(name: &str, f: Op, inputs: &[Tensor]) {
-    let grads = tape_grads(&f, inputs);
-    for (k, x) in inputs.iter().enumerate() {
-        assert_eq!(grads[k].dims(), x.dims(), "{name}: gradient shape of input {k}");
-        let analytic = grads[k].to_vec::<f64>().unwrap();
-        let base = x.to_vec::<f64>().unwrap();
-        for i in 0..base.len() {
-            let at = |d: f64| {
-                let mut v = base.clone();
-                v[i] += d;
-                let mut xs = inputs.to_vec();
-                xs[k] = Tensor::from_shape_vec(x.dims(), v).unwrap();
-                weighted(&f, &xs).unwrap().to_f64().unwrap()
-            };
-            let numeric = (at(H) - at(-H)) / (2.0 * H);
-            assert!(
-                (analytic[i] - numeric).abs() <= TOL * (1.0 + numeric.abs()),
-                "{name}: input {k} element {i}: analytic {} numeric {numeric}",
-                analytic[i]
-            );
-        }
-    }
+    fd::check(name, &*f, inputs)
 }
 
 /// An op of one output.
