@@ -7,6 +7,8 @@
 //!
 //! `cargo run --example inspect -- FILE [FILE2]` or `cargo run --example inspect -- DIR [--verify]`
 
+#[path = "common/exit.rs"]
+mod exit;
 use std::path::Path;
 
 use purestate::trainer::run;
@@ -22,7 +24,10 @@ fn inspect_run(dir: &Path, verify: bool) -> Result<(), Box<dyn std::error::Error
         s.records,
         s.rollbacks
     );
-    let tags: Vec<String> = s.tags.iter().map(|(n, v)| format!("{n}=v{v}")).collect();
+    // By version, then name: epoch-2 before epoch-10.
+    let mut by_version: Vec<&(String, u64)> = s.tags.iter().collect();
+    by_version.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    let tags: Vec<String> = by_version.iter().map(|(n, v)| format!("{n}=v{v}")).collect();
     println!("tags: {}", if tags.is_empty() { "none".to_string() } else { tags.join(", ") });
     let stored: Vec<String> = s.stored.iter().map(|v| format!("v{v}")).collect();
     println!("stored states ({}): {}", s.stored.len(), stored.join(" "));
@@ -38,9 +43,20 @@ fn inspect_run(dir: &Path, verify: bool) -> Result<(), Box<dyn std::error::Error
         println!("{} bytes after the last durable group (a torn tail, or a group being written)", s.torn_bytes);
     }
     if verify {
-        let problems = run::verify(dir)?;
+        let mut problems: Vec<String> = run::verify(dir)?.iter().map(|p| p.to_string()).collect();
+        // The run's own files are checked above; a checkpoint kept in the directory (train's `checkpoints/`)
+        // is loaded, which re-hashes it against its recorded fingerprint.
+        let checkpoints = safetensors_files(dir)?;
+        for file in &checkpoints {
+            if let Err(e) = checkpoint::load(file) {
+                problems.push(e.to_string());
+            }
+        }
         if problems.is_empty() {
-            println!("verify: every object re-hashed and the journal chain checked: no problem");
+            println!(
+                "verify: every object re-hashed, the journal chain checked, {} checkpoint(s) loaded: no problem",
+                checkpoints.len()
+            );
         } else {
             for p in &problems {
                 println!("problem: {p}");
@@ -49,6 +65,24 @@ fn inspect_run(dir: &Path, verify: bool) -> Result<(), Box<dyn std::error::Error
         }
     }
     Ok(())
+}
+
+/// Every `.safetensors` file under `dir`, in path order.
+fn safetensors_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, Box<dyn std::error::Error>> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))? {
+            let path = entry.map_err(|e| format!("{}: {e}", d.display()))?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|x| x == "safetensors") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn summary(state: &StateStore) -> String {
@@ -80,7 +114,11 @@ fn summary(state: &StateStore) -> String {
     out
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    exit::exit_code(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let files: Vec<String> = std::env::args().skip(1).collect();
     if let Some(dir) = files.first().map(Path::new).filter(|p| p.is_dir()) {
         let verify = match files.get(1).map(String::as_str) {

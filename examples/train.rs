@@ -23,6 +23,8 @@ mod digits;
 #[path = "common/mlp.rs"]
 mod mlp;
 
+#[path = "common/exit.rs"]
+mod exit;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -141,13 +143,17 @@ fn parse_args() -> std::result::Result<Args, String> {
     Ok(args)
 }
 
-fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    exit::exit_code(run())
+}
+
+fn run() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let args = parse_args().map_err(|e| -> Box<dyn std::error::Error> { e.into() })?;
     if args.threads > 0 {
         rayon::ThreadPoolBuilder::new().num_threads(args.threads).build_global()?;
     }
     if args.fresh && args.run.exists() {
-        std::fs::remove_dir_all(&args.run)?;
+        std::fs::remove_dir_all(&args.run).map_err(|e| format!("{}: {e}", args.run.display()))?;
         println!("--fresh: removed {}", args.run.display());
     }
     let data = Digits::load()?;

@@ -18,6 +18,8 @@
 //! `-np 2` print the same one, bit for bit. Options: `--epochs E` (10), `--batch B` (64, the global batch),
 //! `--checkpoint FILE` (rank 0 saves the final state), `--data FILE` (`data/digits.csv.gz`).
 
+#[path = "common/exit.rs"]
+mod exit;
 use std::io::{BufRead, BufReader};
 use std::ops::Range;
 use std::path::PathBuf;
@@ -199,7 +201,11 @@ fn runner(opts: &Options) -> BoxResult<Replicas> {
     Ok(Replicas::in_process(opts.replicas)?)
 }
 
-fn main() -> BoxResult<()> {
+fn main() -> std::process::ExitCode {
+    exit::exit_code(run())
+}
+
+fn run() -> BoxResult<()> {
     let opts = options()?;
     let replicas = runner(&opts)?;
     let data = Digits::load(&opts.data)?;

@@ -22,13 +22,16 @@ impl Digits {
     pub fn load() -> std::io::Result<Digits> {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits.csv.gz");
         let mut text = String::new();
-        flate2::read::GzDecoder::new(std::fs::File::open(path)?).read_to_string(&mut text)?;
+        let named = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{path}: {e}"));
+        flate2::read::GzDecoder::new(std::fs::File::open(path).map_err(named)?)
+            .read_to_string(&mut text)
+            .map_err(named)?;
         let mut pixels = Vec::with_capacity(1797 * 64);
         let mut labels = Vec::with_capacity(1797);
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let fields: Vec<f32> = line.split(',').map(|f| f.trim().parse::<f32>().unwrap_or(f32::NAN)).collect();
             if fields.len() != 65 || fields.iter().any(|f| f.is_nan()) {
-                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad row: {line}")));
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{path}: bad row: {line}")));
             }
             pixels.extend(fields[..64].iter().map(|p| p / 16.0));
             labels.push(fields[64] as i32);
