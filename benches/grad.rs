@@ -172,35 +172,9 @@ fn bench(c: &mut Criterion) {
         }
         for (n, pool) in &pools {
             let threads = format!("{n}t");
-            let mut owned = Some(state.clone());
-            g.bench_function(BenchmarkId::new("tape", &threads), |b| {
-                pool.install(|| {
-                    b.iter(|| {
-                        let s = owned.take().unwrap();
-                        owned = Some(black_box(taped_step(s, &m).unwrap()));
-                    })
-                })
-            });
-            // As users run it: the trainer's head holds every buffer while the step runs, and each new state is
-            // committed (keep_last(2) drops the version before the previous one).
-            let mut trainer: Trainer = Trainer::new(state.clone()).with_retention(Retention::keep_last(2));
-            g.bench_function(BenchmarkId::new("tape_committed", &threads), |b| {
-                pool.install(|| {
-                    b.iter(|| {
-                        let next = taped_step(trainer.state().clone(), &m).unwrap();
-                        black_box(trainer.commit(next).unwrap())
-                    })
-                })
-            });
-            let mut owned = Some(state.clone());
-            g.bench_function(BenchmarkId::new("hand_written", &threads), |b| {
-                pool.install(|| {
-                    b.iter(|| {
-                        let s = owned.take().unwrap();
-                        owned = Some(black_box(hand_written_step(s, &m).unwrap()));
-                    })
-                })
-            });
+            bench_owned(&mut g, "tape", &threads, pool, &state, |s| taped_step(s, &m));
+            bench_committed(&mut g, &threads, pool, &state, |s| taped_step(s, &m));
+            bench_owned(&mut g, "hand_written", &threads, pool, &state, |s| hand_written_step(s, &m));
         }
         g.finish();
     }
@@ -208,26 +182,52 @@ fn bench(c: &mut Criterion) {
     let (state, m) = build_cnn(128);
     for (n, pool) in &pools {
         let threads = format!("{n}t");
-        let mut owned = Some(state.clone());
-        g.bench_function(BenchmarkId::new("tape", &threads), |b| {
-            pool.install(|| {
-                b.iter(|| {
-                    let s = owned.take().unwrap();
-                    owned = Some(black_box(cnn_step(s, &m).unwrap()));
-                })
-            })
-        });
-        let mut trainer: Trainer = Trainer::new(state.clone()).with_retention(Retention::keep_last(2));
-        g.bench_function(BenchmarkId::new("tape_committed", &threads), |b| {
-            pool.install(|| {
-                b.iter(|| {
-                    let next = cnn_step(trainer.state().clone(), &m).unwrap();
-                    black_box(trainer.commit(next).unwrap())
-                })
-            })
-        });
+        bench_owned(&mut g, "tape", &threads, pool, &state, |s| cnn_step(s, &m));
+        bench_committed(&mut g, &threads, pool, &state, |s| cnn_step(s, &m));
     }
     g.finish();
+}
+
+type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// `step` on a state the bench owns (updated in place after the first iteration), as `variant/threads`.
+fn bench_owned(
+    g: &mut Group<'_>,
+    variant: &str,
+    threads: &str,
+    pool: &ThreadPool,
+    state: &StateStore,
+    step: impl Fn(StateStore) -> Result<StateStore> + Sync,
+) {
+    let mut owned = Some(state.clone());
+    g.bench_function(BenchmarkId::new(variant, threads), |b| {
+        pool.install(|| {
+            b.iter(|| {
+                let s = owned.take().unwrap();
+                owned = Some(black_box(step(s).unwrap()));
+            })
+        })
+    });
+}
+
+/// `step` as users run it, as `tape_committed/threads`: the trainer's head holds every buffer while the step
+/// runs, and each new state is committed (keep_last(2) drops the version before the previous one).
+fn bench_committed(
+    g: &mut Group<'_>,
+    threads: &str,
+    pool: &ThreadPool,
+    state: &StateStore,
+    step: impl Fn(StateStore) -> Result<StateStore> + Sync,
+) {
+    let mut trainer: Trainer = Trainer::new(state.clone()).with_retention(Retention::keep_last(2));
+    g.bench_function(BenchmarkId::new("tape_committed", threads), |b| {
+        pool.install(|| {
+            b.iter(|| {
+                let next = step(trainer.state().clone()).unwrap();
+                black_box(trainer.commit(next).unwrap())
+            })
+        })
+    });
 }
 
 criterion_group!(benches, bench);
