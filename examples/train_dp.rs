@@ -1,10 +1,10 @@
 //! Data-parallel training of a small MLP on the digits data (8x8 images, 10 classes) with
-//! `purestate::replica::Replicas`.
+//! `purestate::replica::Replicas`, in micro-batches: the bits do not depend on the number of replicas.
 //!
 //! In process (no MPI needed), N replicas on rayon's threads:
 //!
 //! ```text
-//! cargo run --release --example train_dp -- --replicas 2
+//! cargo run --release --example train_dp -- --replicas 3
 //! ```
 //!
 //! Over MPI (each rank one replica; OpenMPI and libclang installed, see README):
@@ -14,9 +14,17 @@
 //! mpirun -np 2 target/release/examples/train_dp --mpi
 //! ```
 //!
-//! Both print `fingerprint <32 hex digits>` last: the in-process run with `--replicas 2` and the MPI run with
-//! `-np 2` print the same one, bit for bit. Options: `--epochs E` (10), `--batch B` (64, the global batch),
-//! `--checkpoint FILE` (rank 0 saves the final state), `--data FILE` (`data/digits.csv.gz`).
+//! Every global batch (`--batch B`, 60) is cut into micro-batches (`--micro-batch M`, 15) that the replicas share;
+//! gradients and metrics add up in one fixed tree over the micro-batches. So `--replicas 1`, `2`, `3`, `4` and
+//! `mpirun -np 2`, `-np 3` all print the same `fingerprint <32 hex digits>` last, bit for bit.
+//!
+//! With `--run DIR` (in process) the history goes to a run directory, and the same command resumes it after a
+//! kill, on any number of replicas: `--replicas 2 --stop-after 40`, then `--replicas 3`, ends with the
+//! fingerprint of an uninterrupted `--replicas 1` run. The run records the micro-batch size; resuming with
+//! another is an error. `--fresh` starts the run directory again.
+//!
+//! Other options: `--epochs E` (10), `--checkpoint FILE` (rank 0 saves the final state), `--data FILE`
+//! (`data/digits.csv.gz`).
 
 #[path = "common/exit.rs"]
 mod exit;
@@ -28,8 +36,9 @@ use flate2::read::GzDecoder;
 use purestate::grad;
 use purestate::optim::{Adam, Optimizer};
 use purestate::random::Key;
-use purestate::replica::{ReplicaContext, ReplicaOutput, Replicas};
-use purestate::{checkpoint, init, losses, Error, StateStore, Tensor, Trainer, Variable, VariableSpec};
+use purestate::replica::{MicroBatching, ReplicaContext, ReplicaOutput, Replicas};
+use purestate::{checkpoint, init, losses, Error, RunOptions, StateStore, Tensor, Trainer, Variable, VariableSpec};
+use serde::{Deserialize, Serialize};
 
 const FEATURES: usize = 64;
 const HIDDEN: usize = 32;
@@ -41,10 +50,23 @@ type BoxResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 struct Options {
     replicas: usize,
     mpi: bool,
-    epochs: usize,
+    epochs: u32,
     batch: usize,
+    micro_batch: usize,
+    run: Option<PathBuf>,
+    fresh: bool,
+    stop_after: Option<u64>,
     checkpoint: Option<PathBuf>,
     data: PathBuf,
+}
+
+/// What a committed version did: enough to resume from it (and the micro-batching it was computed with).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct StepRecord {
+    epoch: u32,
+    /// The step in the epoch; `None` for the metric reset that starts an epoch.
+    step: Option<u32>,
+    micro: MicroBatching,
 }
 
 fn options() -> BoxResult<Options> {
@@ -52,7 +74,11 @@ fn options() -> BoxResult<Options> {
         replicas: 2,
         mpi: false,
         epochs: 10,
-        batch: 64,
+        batch: 60,
+        micro_batch: 15,
+        run: None,
+        fresh: false,
+        stop_after: None,
         checkpoint: None,
         data: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits.csv.gz")),
     };
@@ -64,6 +90,10 @@ fn options() -> BoxResult<Options> {
             "--mpi" => opts.mpi = true,
             "--epochs" => opts.epochs = value()?.parse()?,
             "--batch" => opts.batch = value()?.parse()?,
+            "--micro-batch" => opts.micro_batch = value()?.parse()?,
+            "--run" => opts.run = Some(value()?.into()),
+            "--fresh" => opts.fresh = true,
+            "--stop-after" => opts.stop_after = Some(value()?.parse()?),
             "--checkpoint" => opts.checkpoint = Some(value()?.into()),
             "--data" => opts.data = value()?.into(),
             other => return Err(format!("unknown argument `{other}`").into()),
@@ -159,7 +189,7 @@ impl Model {
         h.matmul(&read(&self.w2)?)?.add(&read(&self.b2)?)
     }
 
-    /// One replica's step: the mean cross-entropy over its shard, its gradient and the metric updates.
+    /// One micro-batch's step: the mean cross-entropy over its examples, its gradient and the metric updates.
     fn step(&self, x: &Tensor, labels: &[usize], mut state: StateStore) -> purestate::Result<ReplicaOutput> {
         let targets = Tensor::from_shape_vec([labels.len()], labels.iter().map(|&c| c as i64).collect())?;
         let mut correct = 0;
@@ -192,13 +222,21 @@ fn argmax(xs: &[f32]) -> usize {
 }
 
 fn runner(opts: &Options) -> BoxResult<Replicas> {
-    if opts.mpi {
+    let replicas = if opts.mpi {
+        if opts.run.is_some() {
+            return Err("--run keeps its history in process: use --replicas N (or --checkpoint under MPI)".into());
+        }
         #[cfg(feature = "mpi")]
-        return Ok(Replicas::mpi()?);
+        {
+            Replicas::mpi()?
+        }
         #[cfg(not(feature = "mpi"))]
         return Err("--mpi needs a build with `--features mpi`".into());
-    }
-    Ok(Replicas::in_process(opts.replicas)?)
+    } else {
+        Replicas::in_process(opts.replicas)?
+    };
+    // The last batch of an epoch may end with a shorter micro-batch (weighted by its length).
+    Ok(replicas.micro_batch(opts.micro_batch)?.allow_partial_micro_batch(true))
 }
 
 fn main() -> std::process::ExitCode {
@@ -208,6 +246,7 @@ fn main() -> std::process::ExitCode {
 fn run() -> BoxResult<()> {
     let opts = options()?;
     let replicas = runner(&opts)?;
+    let micro = replicas.micro_batching().ok_or("the runner has a micro-batch size")?;
     let data = Digits::load(&opts.data)?;
     if data.len() <= TRAIN {
         return Err(format!("{}: {} examples, expected more than {TRAIN}", opts.data.display(), data.len()).into());
@@ -216,30 +255,73 @@ fn run() -> BoxResult<()> {
     let model = Model::create(&mut state)?;
     let mut opt = Adam::new(1e-2);
     opt.build(&mut state, &model.params())?;
+    let steps_per_epoch = TRAIN.div_ceil(opts.batch) as u32;
     // Every rank keeps the same history; rank 0 alone prints and writes the checkpoint.
-    let mut trainer: Trainer = Trainer::new(state);
     let primary = replicas.is_primary();
+    let mut trainer: Trainer<StepRecord> = match &opts.run {
+        Some(dir) => {
+            if opts.fresh && dir.exists() {
+                std::fs::remove_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            if dir.join("RUN").exists() {
+                let mut trainer = Trainer::open_run(dir, RunOptions::default())?;
+                trainer.rebind(&state)?;
+                trainer
+            } else {
+                Trainer::create_run(dir, state, RunOptions::default())?
+            }
+        }
+        None => Trainer::new(state),
+    };
+    // Where to resume: after the head's step, with the micro-batch size it was computed with.
+    let (mut epoch, mut start) = match trainer.record(trainer.head())? {
+        Some(rec) => {
+            replicas.check_micro_batch(rec.micro.size)?;
+            match rec.step {
+                None => (rec.epoch, 0),
+                Some(i) if i + 1 < steps_per_epoch => (rec.epoch, i + 1),
+                Some(_) => (rec.epoch + 1, u32::MAX),
+            }
+        }
+        None => (0, u32::MAX),
+    };
     if primary {
         println!(
-            "{} replicas ({}), {} epochs, global batch {}",
+            "{} replicas ({}), {} epochs, global batch {} in micro-batches of {}",
             replicas.num_replicas(),
             replicas.backend(),
             opts.epochs,
-            opts.batch
+            opts.batch,
+            micro.size
         );
+        if trainer.head() > 0 {
+            let dir = opts.run.as_ref().map(|d| d.display().to_string()).unwrap_or_default();
+            println!("resumed {dir} at v{} (epoch {epoch}, step {})", trainer.head(), start.min(steps_per_epoch));
+        }
     }
     let started = std::time::Instant::now();
-    for epoch in 0..opts.epochs {
+    let mut steps_run = 0u64;
+    while epoch < opts.epochs {
         // A fixed shuffle per epoch: every rank computes the same order.
-        let order: Vec<usize> = (0..TRAIN).map(|i| (i * 7919 + epoch * 131) % TRAIN).collect();
-        // Reset the metrics: a version like any other; the replicas restart their counts from it.
-        let mut reset = trainer.state().clone();
-        reset.assign(&model.seen, Tensor::scalar(0i64))?;
-        reset.assign(&model.correct, Tensor::scalar(0i64))?;
-        trainer.commit(reset)?;
+        let order: Vec<usize> = (0..TRAIN).map(|i| (i * 7919 + epoch as usize * 131) % TRAIN).collect();
+        if start == u32::MAX {
+            // Reset the metrics: a version like any other; the replicas restart their counts from it.
+            let mut reset = trainer.state().clone();
+            reset.assign(&model.seen, Tensor::scalar(0i64))?;
+            reset.assign(&model.correct, Tensor::scalar(0i64))?;
+            trainer.commit_with(reset, StepRecord { epoch, step: None, micro })?;
+            start = 0;
+        }
         let mut loss_sum = 0.0f64;
         let mut batches = 0;
-        for rows in order.chunks(opts.batch) {
+        for (i, rows) in order.chunks(opts.batch).enumerate().skip(start as usize) {
+            if opts.stop_after.is_some_and(|n| steps_run >= n) {
+                trainer.flush()?;
+                if primary {
+                    println!("stopped after {steps_run} steps at v{} (--stop-after)", trainer.head());
+                }
+                return Ok(());
+            }
             let out = replicas.step(trainer.state(), rows.len(), |ctx: &ReplicaContext, s| {
                 let (x, labels) = data.gather(&rows[ctx.range()])?;
                 model.step(&x, &labels, s)
@@ -247,7 +329,8 @@ fn run() -> BoxResult<()> {
             loss_sum += f64::from(out.loss);
             batches += 1;
             let next = opt.apply(out.state, &out.grads)?;
-            trainer.commit(next)?;
+            trainer.commit_with(next, StepRecord { epoch, step: Some(i as u32), micro })?;
+            steps_run += 1;
         }
         let fingerprint = replicas.verify_fingerprint(trainer.state())?;
         if primary {
@@ -256,12 +339,15 @@ fn run() -> BoxResult<()> {
             let correct = state.get(&model.correct)?.to_i64()?;
             println!(
                 "epoch {epoch}: loss {:.4}, train accuracy {:.3} ({correct}/{seen} counted once each), test accuracy {:.3}, state {fingerprint}",
-                loss_sum / batches as f64,
-                correct as f64 / seen as f64,
+                loss_sum / batches.max(1) as f64,
+                correct as f64 / seen.max(1) as f64,
                 model.accuracy(state, &data, TRAIN..data.len())?,
             );
         }
+        epoch += 1;
+        start = u32::MAX;
     }
+    trainer.flush()?;
     let fingerprint = replicas.verify_fingerprint(trainer.state())?;
     if primary {
         if let Some(path) = &opts.checkpoint {

@@ -262,16 +262,40 @@ pub enum Error {
         /// The version the refused state derives from.
         base: Option<u64>,
     },
-    /// A variable assigned by more than one replica in one step when nothing says how to combine the values:
-    /// its aggregation is `none` (or its synchronization is `none`).
-    #[error("`{path}`: assigned by {replicas} replicas, but its {option} is `none`; give it an aggregation (mean, sum, only_first_replica)")]
+    /// A variable assigned different values by the micro-batches of one step (or by micro-batches on several
+    /// replicas) when nothing says how to combine them: its aggregation is `none` (or its synchronization is
+    /// `none`). Bit-identical values (a seed state every micro-batch advanced alike) are one value.
+    #[error("`{path}`: assigned different values by {micro_batches} micro-batches, but its {option} is `none`; give it an aggregation (mean, sum, only_first_replica)")]
     ReplicaConflict {
         /// The variable's path.
         path: String,
-        /// How many replicas assigned it.
-        replicas: usize,
+        /// How many micro-batches assigned it (one per replica without micro-batching).
+        micro_batches: usize,
         /// `"aggregation"` or `"synchronization"`.
         option: &'static str,
+    },
+    /// A global batch that cannot be split as asked among replicas and micro-batches: a batch that is not a
+    /// whole number of micro-batches (unless a shorter last one is allowed), or more replicas than
+    /// micro-batches (or examples).
+    #[error("a batch of {batch_len} examples on {replicas} replicas{}: {reason}", fmt_micro(.micro_batch))]
+    BatchSplit {
+        /// Examples in the global batch.
+        batch_len: usize,
+        /// The micro-batch size, if the runner has one.
+        micro_batch: Option<usize>,
+        /// The number of replicas.
+        replicas: usize,
+        /// Why it cannot be split.
+        reason: String,
+    },
+    /// A run resumed with another micro-batch size than it was recorded with: the reduction tree, and so the
+    /// trajectory, would change.
+    #[error("the run was recorded with {}, but this runner uses {}: resume with the recorded size", fmt_micro_size(&Some(*.recorded)), fmt_micro_size(.got))]
+    MicroBatchMismatch {
+        /// The recorded micro-batch size.
+        recorded: usize,
+        /// This runner's (`None`: one micro-batch per replica).
+        got: Option<usize>,
     },
     /// A replica whose step failed (reported to the other MPI ranks; in process, the step's own error is
     /// returned instead).
@@ -457,6 +481,17 @@ fn fmt_paths(paths: &[String]) -> String {
     match paths.len() {
         n if n > 4 => format!("{} and {} more", shown.join(", "), n - 4),
         _ => shown.join(", "),
+    }
+}
+
+fn fmt_micro(micro_batch: &Option<usize>) -> String {
+    micro_batch.map(|m| format!(" in micro-batches of {m}")).unwrap_or_default()
+}
+
+fn fmt_micro_size(micro_batch: &Option<usize>) -> String {
+    match micro_batch {
+        Some(m) => format!("micro-batches of {m} examples"),
+        None => "no micro-batch size (one micro-batch per replica)".into(),
     }
 }
 

@@ -185,6 +185,11 @@ impl Scope {
         &self.current
     }
 
+    /// The random stream of the store this scope reads (see [`StateStore::with_random_stream`]).
+    pub fn random_stream(&self) -> Option<u32> {
+        self.current.random_stream()
+    }
+
     /// The variable's current value in this scope (see the type's docs for the order of lookup).
     ///
     /// # Errors

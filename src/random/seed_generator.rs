@@ -106,25 +106,27 @@ impl SeedGenerator {
         &self.state
     }
 
-    /// The key the next draw will use, without advancing the state.
+    /// The key the next draw will use, without advancing the state: the state `[s, c]` as a key, with the
+    /// store's [random stream](StateStore::with_random_stream) folded in when it has one.
     ///
     /// # Errors
     /// [`Error::ForeignVariable`] or [`Error::StaleVariable`] when `state` does not hold the generator's state.
     pub fn peek(&self, state: &StateStore) -> Result<Key> {
-        key_of(&state.get(&self.state)?)
+        Ok(on_stream(key_of(&state.get(&self.state)?)?, state.random_stream()))
     }
 
     /// The current key, advancing the state by one (Keras: `SeedGenerator.next()`): returns the state
-    /// `[s, c]` as a key and assigns `[s, c + 1]` (wrapping, as `uint32` addition).
+    /// `[s, c]` as a key (on the store's [random stream](StateStore::with_random_stream), if it has one) and
+    /// assigns `[s, c + 1]` (wrapping, as `uint32` addition).
     ///
     /// O(log n) in the number of variables. Uses only [`StateStore::assign`].
     ///
     /// # Errors
     /// [`Error::ForeignVariable`] or [`Error::StaleVariable`] when `state` does not hold the generator's state.
     pub fn next_key(&self, state: &mut StateStore) -> Result<Key> {
-        let key = self.peek(state)?;
+        let key = key_of(&state.get(&self.state)?)?;
         state.assign(&self.state, advanced(key))?;
-        Ok(key)
+        Ok(on_stream(key, state.random_stream()))
     }
 
     /// As [`next_key`](Self::next_key), reading and assigning through a [`Scope`] (Keras's
@@ -135,7 +137,7 @@ impl SeedGenerator {
     pub fn next_key_in(&self, scope: &mut Scope) -> Result<Key> {
         let key = key_of(&scope.get(&self.state)?)?;
         scope.assign(&self.state, advanced(key))?;
-        Ok(key)
+        Ok(on_stream(key, scope.random_stream()))
     }
 }
 
@@ -144,6 +146,14 @@ fn key_of(value: &Tensor) -> Result<Key> {
     match words.as_slice() {
         &[a, b] => Ok(Key::from_words([a, b])),
         _ => Err(Error::ShapeMismatch { path: "SeedGenerator".into(), expected: Shape::from([2]), got: value.shape() }),
+    }
+}
+
+/// The key a draw uses: the generator's own, or on a random stream, the stream folded into it.
+fn on_stream(key: Key, stream: Option<u32>) -> Key {
+    match stream {
+        Some(stream) => key.fold_in(stream),
+        None => key,
     }
 }
 

@@ -1,15 +1,21 @@
-//! Combining what the replicas of one step return, in replica order: gradients by the shard-weighted mean,
-//! assignments by each variable's aggregation, `on_read` values kept per replica and aggregated.
+//! Combining what the micro-batches of one step return: gradients and the loss through the fixed tree over
+//! micro-batches ([`tree`](super::tree)), assignments by each variable's aggregation, `on_read` values kept per
+//! replica and aggregated.
 //!
-//! Every reduction here adds the replicas' values in replica (MPI rank) order, element by element, then
-//! divides: in `f64` for float dtypes (each result rounded once to the value's dtype, float16 and bfloat16
-//! included) and in `i128` for integers (a mean truncates toward zero). The in-process runner and the MPI
-//! backend both call [`combine`] on the same [`Contribution`]s, so their results are bit-identical.
+//! A replica turns each of its micro-batches into a leaf [`Partial`] ([`leaf`]), reduces the maximal tree nodes
+//! inside its range of micro-batches, and sends those nodes with the few values that are not sums
+//! ([`Contribution`]). [`combine`] places every replica's nodes in the tree. Mirrored `sum` and `mean`
+//! variables travel as changes `v_j - v` summed in the same tree (in `f64` for floats, wrapping `i64` for
+//! integers), so they too have the same bits for any replica count. The in-process runner and the MPI backend
+//! call [`combine`] on the same contributions, so their results are bit-identical.
 
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::sync::Arc;
 
 use super::local::{self, LocalValues, OnRead};
-use super::{Combined, ReplicaContext, ReplicaOutput};
+use super::tree::{self, Node};
+use super::{Combined, ReplicaContext, ReplicaOutput, Split};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::grad::Grads;
@@ -17,57 +23,92 @@ use crate::store::StateStore;
 use crate::tensor::{with_array, with_dtype, Element, Scalar, Shape, Tensor};
 use crate::variable::{Aggregation, Synchronization, Variable};
 
-/// What crosses replicas from one replica's step: its shard size, loss, gradients and assignments, with
-/// variables named by their index in the state's creation order (so an MPI rank can send them as bytes).
+/// The sums of one node of the tree: the fill-weighted losses and gradients of its micro-batches, and the
+/// changes they made to mirrored `sum` and `mean` variables.
+#[derive(Clone, Debug)]
+pub(crate) struct Partial {
+    /// `sum_j fill_j * loss_j`.
+    pub(crate) loss: f64,
+    /// `(variable index, sum_j fill_j * g_j)`, by increasing index.
+    pub(crate) grads: Vec<(usize, Tensor)>,
+    /// `(variable index, sum_j (v_j - v))` over the micro-batches that assigned it (`float64` or `int64`), by
+    /// increasing index.
+    pub(crate) deltas: Vec<(usize, Tensor)>,
+}
+
+/// A variable whose aggregation (or synchronization) is `none`: the value the micro-batches of one replica
+/// assigned, how many did, and whether they disagreed.
+#[derive(Clone, Debug)]
+pub(crate) struct Single {
+    pub(crate) index: usize,
+    pub(crate) value: Tensor,
+    pub(crate) count: usize,
+    pub(crate) conflict: bool,
+}
+
+/// What crosses replicas from one replica's step, with variables named by their index in the state's creation
+/// order (so an MPI rank can send them as bytes).
 #[derive(Clone, Debug)]
 pub(crate) struct Contribution {
     /// The global batch size the replica was given.
     pub(crate) batch_len: usize,
-    /// Examples in its shard.
-    pub(crate) examples: usize,
-    /// The mean loss over its shard.
-    pub(crate) loss: f32,
-    /// `(variable index, gradient)`, by increasing index.
-    pub(crate) grads: Vec<(usize, Tensor)>,
-    /// `(variable index, value the replica assigned)`, by increasing index.
-    pub(crate) assigned: Vec<(usize, Tensor)>,
+    /// The maximal tree nodes inside the replica's micro-batches, left to right.
+    pub(crate) nodes: Vec<(Node, Partial)>,
+    /// Micro-batch 0's assignments to mirrored `only_first_replica` variables (from the replica that ran it).
+    pub(crate) first: Vec<(usize, Tensor)>,
+    /// Assignments to variables whose aggregation or synchronization is `none`.
+    pub(crate) single: Vec<Single>,
+    /// `on_read` variables the replica's micro-batches assigned: the replica's new own value.
+    pub(crate) local: Vec<(usize, Tensor)>,
 }
 
-/// Reduces a replica's output to its [`Contribution`]: a variable counts as assigned when the returned store
-/// holds another value buffer for it than the store the replica was given (`view`).
+/// Reduces one micro-batch's output to its leaf of the tree, and lists what else it assigned: a variable counts
+/// as assigned when the returned store holds another value buffer for it than the store the step was given
+/// (`view`). `fill` is the micro-batch's length over the full micro-batch length.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] when the step created or removed variables or changed their attributes;
 /// [`Error::ForeignVariable`] for a store of another lineage; [`Error::StaleVariable`] for a gradient of a
-/// variable the state does not hold; [`Error::ShapeMismatch`] for a gradient of the wrong shape.
-pub(crate) fn contribution(
+/// variable the state does not hold; [`Error::ShapeMismatch`] for a gradient of the wrong shape;
+/// [`Error::UnsupportedDType`] for a gradient that is not float, or a `sum` or `mean` of bool values.
+pub(crate) fn leaf(
     ctx: &ReplicaContext,
     view: &StateStore,
     vars: &[Variable],
     out: ReplicaOutput,
-) -> Result<Contribution> {
+    fill: f64,
+) -> Result<(Partial, Vec<(usize, Tensor)>)> {
     let invalid = |reason: String| Error::InvalidArgument { op: "Replicas::step", arg: "step", reason };
-    let r = ctx.replica();
+    let (r, j) = (ctx.replica(), ctx.micro_batch());
     let mut assigned = Vec::new();
+    let mut deltas = Vec::new();
     for (i, var) in vars.iter().enumerate() {
         let before = view.entry(var)?;
         let after = match out.state.entry(var) {
             Ok(entry) => entry,
-            Err(Error::StaleVariable { path }) => return Err(invalid(format!("replica {r} removed `{path}`"))),
+            Err(Error::StaleVariable { path }) => {
+                return Err(invalid(format!("replica {r} (micro-batch {j}) removed `{path}`")))
+            }
             Err(err) => return Err(err),
         };
         if !before.meta.same_as(&after.meta) {
             let path = var.path();
             return Err(invalid(format!(
-                "replica {r} changed the attributes of `{path}`; change them outside the step"
+                "replica {r} (micro-batch {j}) changed the attributes of `{path}`; change them outside the step"
             )));
         }
-        if !before.value.ptr_eq(&after.value) {
+        if before.value.ptr_eq(&after.value) {
+            continue;
+        }
+        let mirrored = matches!(var.synchronization(), Synchronization::Auto | Synchronization::OnWrite);
+        if mirrored && matches!(var.aggregation(), Aggregation::Sum | Aggregation::Mean) {
+            deltas.push((i, delta(var, &before.value, &after.value)?));
+        } else {
             assigned.push((i, after.value.clone()));
         }
     }
     if out.state.len() != vars.len() {
-        return Err(invalid(format!("replica {r} created variables; create them before the step")));
+        return Err(invalid(format!("replica {r} (micro-batch {j}) created variables; create them before the step")));
     }
     let mut grads = Vec::with_capacity(out.grads.len());
     for (var, grad) in out.grads.into_pairs() {
@@ -79,101 +120,249 @@ pub(crate) fn contribution(
                 got: grad.shape(),
             });
         }
+        if !grad.dtype().is_float() {
+            return Err(Error::UnsupportedDType { op: "replica gradient mean", dtype: grad.dtype() });
+        }
+        let grad = if fill == 1.0 { grad } else { grad.mul(Tensor::full([], grad.dtype(), fill))? };
         grads.push((i, grad));
     }
     grads.sort_by_key(|(i, _)| *i);
-    Ok(Contribution { batch_len: ctx.batch_len(), examples: ctx.len(), loss: out.loss, grads, assigned })
+    let loss = f64::from(out.loss) * fill;
+    Ok((Partial { loss, grads, deltas }, assigned))
 }
 
-/// The step's result from every replica's contribution (in replica order) over `state`: the shard-weighted
-/// mean gradient and loss, and `state` with the assignments combined.
+/// `after - before` in `float64` (float dtypes) or wrapping `int64` (integer dtypes).
+fn delta(var: &Variable, before: &Tensor, after: &Tensor) -> Result<Tensor> {
+    let dtype = before.dtype();
+    check_like(var.path(), dtype, &before.shape(), after)?;
+    let wide = if dtype.is_float() {
+        DType::Float64
+    } else if dtype.is_bool() {
+        let op = if var.aggregation() == Aggregation::Sum { "replica sum" } else { "replica mean" };
+        return Err(Error::UnsupportedDType { op, dtype });
+    } else {
+        DType::Int64
+    };
+    after.cast(wide).sub(before.cast(wide))
+}
+
+/// The sum of two nodes' partials (the left one first).
 ///
 /// # Errors
-/// [`Error::ReplicaConflict`] when several replicas assign a variable whose aggregation (or synchronization) is
-/// `none`; [`Error::InvalidArgument`] when replicas disagree on the batch or on which variables have gradients;
+/// [`Error::InvalidArgument`] when their micro-batches returned gradients for different variables;
+/// [`Error::DTypeMismatch`] when their gradients' dtypes differ.
+pub(crate) fn add(vars: &[Variable], left: Partial, right: Partial) -> Result<Partial> {
+    let same = left.grads.len() == right.grads.len() && left.grads.iter().zip(&right.grads).all(|(a, b)| a.0 == b.0);
+    if !same {
+        return Err(Error::InvalidArgument {
+            op: "Replicas::step",
+            arg: "step",
+            reason: "micro-batches returned gradients for different variables".into(),
+        });
+    }
+    let mut grads = Vec::with_capacity(left.grads.len());
+    for ((i, a), (_, b)) in left.grads.into_iter().zip(right.grads) {
+        check_like(vars[i].path(), a.dtype(), &a.shape(), &b)?;
+        grads.push((i, a.add(&b)?));
+    }
+    let mut deltas: BTreeMap<usize, Tensor> = left.deltas.into_iter().collect();
+    for (i, b) in right.deltas {
+        let sum = match deltas.remove(&i) {
+            Some(a) => a.add(&b)?,
+            None => b,
+        };
+        deltas.insert(i, sum);
+    }
+    Ok(Partial { loss: left.loss + right.loss, grads, deltas: deltas.into_iter().collect() })
+}
+
+/// What a replica's micro-batches assigned besides the tree's sums, gathered micro-batch by micro-batch.
+#[derive(Default)]
+pub(crate) struct Side {
+    first: Vec<(usize, Tensor)>,
+    single: BTreeMap<usize, Single>,
+    on_read: BTreeMap<usize, Vec<(usize, Tensor)>>,
+}
+
+impl Side {
+    /// Notes what micro-batch `j` assigned (besides mirrored sums and means).
+    pub(crate) fn note(&mut self, vars: &[Variable], j: usize, assigned: Vec<(usize, Tensor)>) {
+        for (i, value) in assigned {
+            let var = &vars[i];
+            match (var.synchronization(), var.aggregation()) {
+                (Synchronization::None, _) | (_, Aggregation::None) => match self.single.get_mut(&i) {
+                    Some(single) => {
+                        single.count += 1;
+                        single.conflict |= !single.value.bit_eq(&value);
+                    }
+                    None => {
+                        self.single.insert(i, Single { index: i, value, count: 1, conflict: false });
+                    }
+                },
+                (Synchronization::OnRead, _) => self.on_read.entry(i).or_default().push((j, value)),
+                (_, Aggregation::OnlyFirstReplica) if j == 0 => self.first.push((i, value)),
+                _ => {}
+            }
+        }
+    }
+
+    /// The replica's contribution: its `nodes`, and its `on_read` values combined over its micro-batches (by
+    /// the variable's aggregation, from the replica's own values at the start of the step).
+    pub(crate) fn finish(
+        self,
+        vars: &[Variable],
+        on_read: &OnRead,
+        replica: usize,
+        micro_batches: Range<usize>,
+        batch_len: usize,
+        nodes: Vec<(Node, Partial)>,
+    ) -> Result<Contribution> {
+        let mut local = Vec::new();
+        for (i, assigned) in self.on_read {
+            let var = &vars[i];
+            let before = on_read.iter().find(|(v, _)| v == var).map(|(_, l)| &l[replica]).ok_or_else(|| {
+                Error::InvalidArgument {
+                    op: "Replicas::step",
+                    arg: "step",
+                    reason: format!("`{}` is on_read but has no per-replica values", var.path()),
+                }
+            })?;
+            let value = match var.aggregation() {
+                Aggregation::Sum if assigned.len() == 1 => assigned[0].1.clone(),
+                Aggregation::Sum => {
+                    add_deltas(var.path(), before, &assigned.iter().map(|(_, t)| t).collect::<Vec<_>>())?
+                }
+                Aggregation::Mean => {
+                    let values: Vec<&Tensor> = micro_batches
+                        .clone()
+                        .map(|j| assigned.iter().find(|(k, _)| *k == j).map_or(before, |(_, t)| t))
+                        .collect();
+                    mean(var.path(), &values)?
+                }
+                _ => match assigned.iter().find(|(k, _)| *k == micro_batches.start) {
+                    Some((_, t)) => t.clone(),
+                    None => continue,
+                },
+            };
+            local.push((i, value));
+        }
+        Ok(Contribution { batch_len, nodes, first: self.first, single: self.single.into_values().collect(), local })
+    }
+}
+
+/// The step's result from every replica's contribution (in replica order) over `state`.
+///
+/// # Errors
+/// [`Error::ReplicaConflict`] when several micro-batches assign different values to a variable whose
+/// aggregation (or synchronization) is `none`; [`Error::InvalidArgument`] when replicas disagree on the batch,
+/// cover micro-batches twice or not at all, or return gradients for different variables;
 /// [`Error::DTypeMismatch`] when their gradients' dtypes differ; [`Error::UnsupportedDType`] for a sum or mean
-/// of bool values, or a gradient that is not float.
+/// of bool values.
 pub(crate) fn combine(
     state: &StateStore,
     vars: &[Variable],
     on_read: &OnRead,
+    split: &Split,
     parts: &[Contribution],
 ) -> Result<Combined> {
     let invalid = |reason: String| Error::InvalidArgument { op: "Replicas::step", arg: "step", reason };
-    let first = parts.first().ok_or_else(|| invalid("no replica contributed".into()))?;
+    let batch_len = split.batch_len;
+    let m = split.micro_batches();
+    let mut known = HashMap::new();
     for (r, part) in parts.iter().enumerate() {
-        if part.batch_len != first.batch_len {
+        if part.batch_len != batch_len {
             return Err(invalid(format!(
-                "replica {r} was given a batch of {} examples, replica 0 one of {}",
-                part.batch_len, first.batch_len
+                "replica {r} was given a batch of {} examples, this process one of {batch_len}",
+                part.batch_len
             )));
         }
-        let same =
-            part.grads.len() == first.grads.len() && part.grads.iter().zip(&first.grads).all(|((a, _), (b, _))| a == b);
-        if !same {
-            return Err(invalid(format!("replica {r} returned gradients for other variables than replica 0")));
+        for (node, partial) in &part.nodes {
+            if node.start() >= m || known.insert(*node, partial.clone()).is_some() {
+                return Err(invalid(format!(
+                    "replica {r} sent micro-batches from {} twice or out of range",
+                    node.start()
+                )));
+            }
         }
     }
-    let examples: usize = parts.iter().map(|p| p.examples).sum();
-    let total = examples as f64;
-
+    let root = tree::assemble(m, known, &|a, b| add(vars, a, b))?;
+    let weight = split.weight();
     let mut grads = Grads::new();
-    for (k, (i, g0)) in first.grads.iter().enumerate() {
-        let var = &vars[*i];
-        let terms: Vec<(f64, &Tensor)> = parts.iter().map(|p| (p.examples as f64, &p.grads[k].1)).collect();
-        grads.insert(var.clone(), weighted_mean(var.path(), g0.dtype(), &terms, total)?);
+    for (i, g) in root.grads {
+        let g = if weight == 1.0 { g } else { g.div(Tensor::full([], g.dtype(), weight))? };
+        grads.insert(vars[i].clone(), g);
     }
-    let loss_sum = parts.iter().fold(0.0f64, |acc, p| acc + p.examples as f64 * f64::from(p.loss));
-    let loss = (loss_sum / total) as f32;
+    let loss = (root.loss / weight) as f32;
 
     let mut next = state.clone();
-    for (i, var) in vars.iter().enumerate() {
-        let assigned: Vec<Option<&Tensor>> =
-            parts.iter().map(|p| p.assigned.iter().find(|(j, _)| *j == i).map(|(_, t)| t)).collect();
-        let count = assigned.iter().filter(|a| a.is_some()).count();
-        if count == 0 {
-            continue;
-        }
-        match (var.synchronization(), on_read.iter().find(|(v, _)| v == var).map(|(_, l)| l)) {
-            (Synchronization::OnRead, Some(before)) => {
-                let values: Vec<Tensor> =
-                    assigned.iter().zip(before.iter()).map(|(a, b)| a.unwrap_or(b).clone()).collect();
-                let (aggregate, values) = match var.aggregation() {
-                    Aggregation::None => {
-                        let only = single(var, &assigned, "aggregation")?;
-                        (only.clone(), vec![only; parts.len()])
-                    }
-                    Aggregation::Sum => (sum(var.path(), &values.iter().collect::<Vec<_>>())?, values),
-                    Aggregation::Mean => (mean(var.path(), &values.iter().collect::<Vec<_>>())?, values),
-                    Aggregation::OnlyFirstReplica => (values[0].clone(), values),
-                };
-                next.assign(var, aggregate)?;
-                let aggregate = next.get(var)?;
-                next.set_replica_values(var, Some(LocalValues { aggregate, values: Arc::from(values) }));
-            }
-            (Synchronization::None, _) => {
-                let only = single(var, &assigned, "synchronization")?;
-                next.assign(var, only)?;
-            }
-            _ => {
-                let base = state.get(var)?;
-                let value = match var.aggregation() {
-                    Aggregation::None => single(var, &assigned, "aggregation")?,
-                    Aggregation::Mean => {
-                        let values: Vec<&Tensor> = assigned.iter().map(|a| a.unwrap_or(&base)).collect();
-                        mean(var.path(), &values)?
-                    }
-                    Aggregation::Sum => {
-                        let values: Vec<&Tensor> = assigned.iter().flatten().copied().collect();
-                        add_deltas(var.path(), &base, &values)?
-                    }
-                    Aggregation::OnlyFirstReplica => assigned[0].unwrap_or(&base).clone(),
-                };
-                next.assign(var, value)?;
-            }
+    for (i, d) in root.deltas {
+        let var = &vars[i];
+        let divisor = (var.aggregation() == Aggregation::Mean).then_some(m);
+        next.assign(var, apply_delta(&state.get(var)?, &d, divisor)?)?;
+    }
+    for part in parts {
+        for (i, value) in &part.first {
+            next.assign(&vars[*i], value.clone())?;
         }
     }
-    Ok(Combined { state: next, grads, loss, examples })
+    let mut singles: BTreeMap<usize, (Tensor, usize, bool)> = BTreeMap::new();
+    for single in parts.iter().flat_map(|p| &p.single) {
+        let slot = singles.entry(single.index).or_insert_with(|| (single.value.clone(), 0, false));
+        slot.1 += single.count;
+        slot.2 |= single.conflict || !slot.0.bit_eq(&single.value);
+    }
+    for (i, (value, count, conflict)) in singles {
+        let var = &vars[i];
+        let option = if var.synchronization() == Synchronization::None { "synchronization" } else { "aggregation" };
+        if conflict {
+            return Err(Error::ReplicaConflict { path: var.path().into(), micro_batches: count, option });
+        }
+        next.assign(var, value.clone())?;
+        if var.synchronization() == Synchronization::OnRead {
+            let aggregate = next.get(var)?;
+            let values = vec![value; parts.len()];
+            next.set_replica_values(var, Some(LocalValues { aggregate, values: Arc::from(values) }));
+        }
+    }
+    for (var, before) in on_read {
+        let i = position(vars, var).ok_or_else(|| Error::StaleVariable { path: var.path().into() })?;
+        if !parts.iter().any(|p| p.local.iter().any(|(k, _)| *k == i)) {
+            continue;
+        }
+        let values: Vec<Tensor> = parts
+            .iter()
+            .zip(before)
+            .map(|(p, b)| p.local.iter().find(|(k, _)| *k == i).map_or(b, |(_, t)| t).clone())
+            .collect();
+        let refs: Vec<&Tensor> = values.iter().collect();
+        let aggregate = match var.aggregation() {
+            Aggregation::Sum => sum(var.path(), &refs)?,
+            Aggregation::Mean => mean(var.path(), &refs)?,
+            _ => values[0].clone(),
+        };
+        next.assign(var, aggregate)?;
+        let aggregate = next.get(var)?;
+        next.set_replica_values(var, Some(LocalValues { aggregate, values: Arc::from(values) }));
+    }
+    Ok(Combined { state: next, grads, loss, examples: batch_len, micro_batches: m, sent_bytes: None })
+}
+
+/// `base + delta` (the delta divided by `divisor` first, if given), rounded once to `base`'s dtype: in `f64`
+/// for floats, in integers for integer dtypes (a mean's division truncates toward zero; results wrap).
+fn apply_delta(base: &Tensor, delta: &Tensor, divisor: Option<usize>) -> Result<Tensor> {
+    let dtype = base.dtype();
+    if dtype.is_float() {
+        let (b, d) = (base.to_f64_vec(), delta.to_f64_vec());
+        Ok(Tensor::from_fn(base.shape(), dtype, |i| match divisor {
+            Some(k) => b[i] + d[i] / k as f64,
+            None => b[i] + d[i],
+        }))
+    } else {
+        let (b, d) = (to_i128_vec(base), to_i128_vec(delta));
+        let k = divisor.map_or(1, |k| k as i128);
+        let values: Vec<i128> = b.iter().zip(&d).map(|(b, d)| b + d / k).collect();
+        from_i128(base.shape(), dtype, &values)
+    }
 }
 
 /// The per-replica values of an `on_read` variable as `state` holds them for `n` replicas (see
@@ -185,34 +374,6 @@ pub(crate) fn local_values(state: &StateStore, var: &Variable, n: usize) -> Resu
 /// The index of `var` in `vars` (the creation-ordered variables of a store). O(log n).
 fn position(vars: &[Variable], var: &Variable) -> Option<usize> {
     vars.binary_search_by(|v| v.key.cmp(&var.key)).ok().filter(|&i| vars[i] == *var)
-}
-
-/// The one value the replicas assigned: one replica's, or several replicas' bit-identical values (every
-/// replica advancing a seed generator's state from the same value), else [`Error::ReplicaConflict`].
-fn single(var: &Variable, assigned: &[Option<&Tensor>], option: &'static str) -> Result<Tensor> {
-    let mut values = assigned.iter().flatten();
-    match values.next() {
-        Some(first) if values.all(|v| v.bit_eq(first)) => Ok((*first).clone()),
-        _ => {
-            Err(Error::ReplicaConflict { path: var.path().into(), replicas: assigned.iter().flatten().count(), option })
-        }
-    }
-}
-
-/// `(w_0 g_0 + w_1 g_1 + ..) / total`, added in order in `f64`, rounded once to `dtype` (a float dtype).
-fn weighted_mean(path: &str, dtype: DType, terms: &[(f64, &Tensor)], total: f64) -> Result<Tensor> {
-    if !dtype.is_float() {
-        return Err(Error::UnsupportedDType { op: "replica gradient mean", dtype });
-    }
-    let shape = terms[0].1.shape();
-    let mut acc = vec![0.0f64; shape.size()];
-    for (w, t) in terms {
-        check_like(path, dtype, &shape, t)?;
-        for (a, x) in acc.iter_mut().zip(t.to_f64_vec()) {
-            *a += w * x;
-        }
-    }
-    Ok(Tensor::from_fn(shape, dtype, |i| acc[i] / total))
 }
 
 /// `(v_0 + v_1 + ..) / n`, added in order.
@@ -350,12 +511,5 @@ mod tests {
         let m = mean("h", &[&a, &b]).unwrap();
         assert_eq!(m.dtype(), DType::Float16);
         assert_eq!(m.to_f64_vec(), [1.5]);
-    }
-
-    #[test]
-    fn weighted_mean_of_one_replica_is_its_gradient() {
-        let g = Tensor::from([0.1f32, -0.3, 1e-7]);
-        let m = weighted_mean("g", DType::Float32, &[(7.0, &g)], 7.0).unwrap();
-        assert!(m.bit_eq(&g));
     }
 }

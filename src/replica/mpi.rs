@@ -42,13 +42,13 @@ impl MpiBackend {
         self.world.size() as usize
     }
 
-    /// Every rank's contribution, in rank order. Collective: a rank whose step failed still takes part and
-    /// sends its message, so that no rank waits forever.
+    /// Every rank's contribution, in rank order, and the bytes this rank sent. Collective: a rank whose step
+    /// failed still takes part and sends its message, so that no rank waits forever.
     ///
     /// # Errors
     /// This rank's own step error; [`Error::ReplicaFailed`] for the lowest other rank whose step failed;
     /// [`Error::Mpi`] for a message that cannot be decoded or is too large for MPI's counts.
-    pub(crate) fn exchange(&self, mine: Result<Contribution>) -> Result<Vec<Contribution>> {
+    pub(crate) fn exchange(&self, mine: Result<Contribution>) -> Result<(Vec<Contribution>, usize)> {
         let bytes = wire::encode(&mine);
         let gathered = self.all_gather_bytes(&bytes)?;
         let own = mine?;
@@ -63,7 +63,7 @@ impl MpiBackend {
                 Err(reason) => return Err(Error::ReplicaFailed { replica: rank, reason }),
             }
         }
-        Ok(parts)
+        Ok((parts, bytes.len()))
     }
 
     /// Compares every rank's fingerprint with rank 0's.

@@ -1,5 +1,6 @@
 //! The bytes a [`Contribution`] travels in between MPI ranks: little-endian, length-prefixed, with each
-//! tensor's dtype name, dims and row-major element bytes. A failed step travels as its message.
+//! tree node's level and index, each loss as `f64` bits, and each tensor's dtype name, dims and row-major
+//! element bytes. A failed step travels as its message.
 //!
 //! Compiled with the `mpi` feature (and for tests): the in-process runner never serializes.
 
@@ -7,12 +8,13 @@
 
 use std::str::FromStr;
 
-use super::combine::Contribution;
+use super::combine::{Contribution, Partial, Single};
+use super::tree::Node;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::{with_dtype, Element, Shape, Tensor};
 
-const MAGIC: &[u8; 8] = b"psrepl01";
+const MAGIC: &[u8; 8] = b"psrepl02";
 
 /// Encodes a replica's contribution, or the message of its failed step.
 pub(crate) fn encode(part: &Result<Contribution>) -> Vec<u8> {
@@ -25,15 +27,23 @@ pub(crate) fn encode(part: &Result<Contribution>) -> Vec<u8> {
         Ok(part) => {
             out.push(1);
             put_u64(&mut out, part.batch_len as u64);
-            put_u64(&mut out, part.examples as u64);
-            out.extend_from_slice(&part.loss.to_le_bytes());
-            for list in [&part.grads, &part.assigned] {
-                put_u64(&mut out, list.len() as u64);
-                for (i, t) in list {
-                    put_u64(&mut out, *i as u64);
-                    put_tensor(&mut out, t);
-                }
+            put_u64(&mut out, part.nodes.len() as u64);
+            for (node, partial) in &part.nodes {
+                put_u64(&mut out, u64::from(node.level));
+                put_u64(&mut out, node.index as u64);
+                out.extend_from_slice(&partial.loss.to_le_bytes());
+                put_list(&mut out, &partial.grads);
+                put_list(&mut out, &partial.deltas);
             }
+            put_list(&mut out, &part.first);
+            put_u64(&mut out, part.single.len() as u64);
+            for single in &part.single {
+                put_u64(&mut out, single.index as u64);
+                put_tensor(&mut out, &single.value);
+                put_u64(&mut out, single.count as u64);
+                out.push(u8::from(single.conflict));
+            }
+            put_list(&mut out, &part.local);
         }
     }
     out
@@ -53,25 +63,48 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<std::result::Result<Contribution, S
         return Ok(Err(message));
     }
     let batch_len = r.usize()?;
-    let examples = r.usize()?;
-    let loss = f32::from_le_bytes(r.take(4)?.try_into().map_err(|_| bad("loss"))?);
-    let mut lists = [Vec::new(), Vec::new()];
-    for list in &mut lists {
-        let len = r.usize()?;
-        for _ in 0..len {
-            let i = r.usize()?;
-            list.push((i, r.tensor()?));
+    let mut nodes = Vec::new();
+    for _ in 0..r.usize()? {
+        let level = u32::try_from(r.usize()?).map_err(|_| bad("node level"))?;
+        if level >= usize::BITS {
+            return Err(bad("node level"));
         }
+        let index = r.usize()?;
+        let loss = f64::from_le_bytes(r.take(8)?.try_into().map_err(|_| bad("loss"))?);
+        let grads = r.list()?;
+        let deltas = r.list()?;
+        nodes.push((Node { level, index }, Partial { loss, grads, deltas }));
     }
+    let first = r.list()?;
+    let mut single = Vec::new();
+    for _ in 0..r.usize()? {
+        let index = r.usize()?;
+        let value = r.tensor()?;
+        let count = r.usize()?;
+        let conflict = match r.take(1)?[0] {
+            0 => false,
+            1 => true,
+            _ => return Err(bad("conflict flag")),
+        };
+        single.push(Single { index, value, count, conflict });
+    }
+    let local = r.list()?;
     if r.pos != bytes.len() {
         return Err(bad("trailing bytes"));
     }
-    let [grads, assigned] = lists;
-    Ok(Ok(Contribution { batch_len, examples, loss, grads, assigned }))
+    Ok(Ok(Contribution { batch_len, nodes, first, single, local }))
 }
 
 fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_list(out: &mut Vec<u8>, list: &[(usize, Tensor)]) {
+    put_u64(out, list.len() as u64);
+    for (i, t) in list {
+        put_u64(out, *i as u64);
+        put_tensor(out, t);
+    }
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -116,6 +149,18 @@ impl<'a> Reader<'a> {
         self.take(n)
     }
 
+    /// `(index, tensor)` pairs, as [`put_list`] writes them.
+    fn list(&mut self) -> Result<Vec<(usize, Tensor)>> {
+        let len = self.usize()?;
+        // Each entry takes at least 8 bytes: a hostile count cannot make us allocate more than the message.
+        let mut list = Vec::with_capacity(len.min(self.bytes.len() / 8));
+        for _ in 0..len {
+            let i = self.usize()?;
+            list.push((i, self.tensor()?));
+        }
+        Ok(list)
+    }
+
     fn tensor(&mut self) -> Result<Tensor> {
         let name = std::str::from_utf8(self.bytes()?).map_err(|_| bad("dtype name"))?;
         let dtype = DType::from_str(name).map_err(|_| bad("unknown dtype"))?;
@@ -138,22 +183,37 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn contributions_round_trip_bit_exactly() {
-        let part = Contribution {
-            batch_len: 10,
-            examples: 3,
+    fn sample() -> Contribution {
+        let partial = Partial {
             loss: 0.25,
             grads: vec![(0, Tensor::from([[1.0f32, -0.0], [f32::NAN, 3.5]]))],
-            assigned: vec![(2, Tensor::from([half::bf16::from_f32(1.5)])), (3, Tensor::scalar(7i64))],
+            deltas: vec![(3, Tensor::scalar(7i64))],
         };
+        Contribution {
+            batch_len: 10,
+            nodes: vec![(Node { level: 2, index: 1 }, partial)],
+            first: vec![(2, Tensor::from([half::bf16::from_f32(1.5)]))],
+            single: vec![Single { index: 4, value: Tensor::scalar(2u32), count: 3, conflict: true }],
+            local: vec![(5, Tensor::scalar(9i64))],
+        }
+    }
+
+    #[test]
+    fn contributions_round_trip_bit_exactly() {
+        let part = sample();
         let back = decode(&encode(&Ok(part.clone()))).unwrap().unwrap();
-        assert_eq!((back.batch_len, back.examples, back.loss), (10, 3, 0.25));
-        assert!(back.grads[0].1.bit_eq(&part.grads[0].1));
-        assert_eq!(back.grads[0].1.dims(), [2, 2]);
-        assert!(back.assigned[0].1.bit_eq(&part.assigned[0].1));
-        assert_eq!(back.assigned[1].0, 3);
-        assert_eq!(back.assigned[1].1.dims(), [] as [usize; 0]);
+        assert_eq!(back.batch_len, 10);
+        let ((node, partial), (node0, partial0)) = (&back.nodes[0], &part.nodes[0]);
+        assert_eq!((node, partial.loss), (node0, 0.25));
+        assert!(partial.grads[0].1.bit_eq(&partial0.grads[0].1));
+        assert_eq!(partial.grads[0].1.dims(), [2, 2]);
+        assert_eq!(partial.deltas[0].0, 3);
+        assert_eq!(partial.deltas[0].1.dims(), [] as [usize; 0]);
+        assert!(back.first[0].1.bit_eq(&part.first[0].1));
+        let single = &back.single[0];
+        assert_eq!((single.index, single.count, single.conflict), (4, 3, true));
+        assert!(single.value.bit_eq(&part.single[0].value));
+        assert!(back.local[0].1.bit_eq(&part.local[0].1));
     }
 
     #[test]
@@ -164,24 +224,23 @@ mod tests {
 
     #[test]
     fn hostile_bytes_are_errors() {
-        let good = encode(&Ok(Contribution {
-            batch_len: 1,
-            examples: 1,
-            loss: 0.0,
-            grads: vec![(0, Tensor::from([1.0f64]))],
-            assigned: vec![],
-        }));
+        let mut part = sample();
+        part.local.clear();
+        part.nodes[0].1.deltas.clear();
+        part.first.clear();
+        part.single.clear();
+        let good = encode(&Ok(part));
         for cut in 0..good.len() {
             assert!(decode(&good[..cut]).is_err(), "cut at {cut}");
         }
-        // The count of assignments, last in the message, claims u64::MAX entries.
+        // The count of `on_read` values, last in the message, claims u64::MAX entries.
         let mut bad_len = good.clone();
         let at = good.len() - 8;
         bad_len[at..].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(matches!(decode(&bad_len), Err(Error::Mpi { op: "decode", .. })));
-        // The byte count of the gradient does not match its shape.
+        // The byte count of the gradient (16 bytes of data, then four empty lists) does not match its shape.
         let mut bad_bytes = good.clone();
-        let at = good.len() - 8 - 8 - 8;
+        let at = good.len() - 4 * 8 - 16 - 8;
         bad_bytes[at..at + 8].copy_from_slice(&4u64.to_le_bytes());
         assert!(matches!(decode(&bad_bytes), Err(Error::Mpi { op: "decode", .. })));
     }

@@ -128,6 +128,8 @@ pub struct StateStore {
     /// Per-replica values of `on_read` variables, kept by the `replica` runner beside the aggregated value the
     /// entry holds (so reads, fingerprints and checkpoints see the aggregate).
     replica_values: OrdMap<VarKey, LocalValues>,
+    /// The random stream draws from this store fold in (the replica runner sets each micro-batch's index).
+    random_stream: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -158,7 +160,37 @@ impl StateStore {
             settled: Settled::default(),
             pending: OrdSet::new(),
             replica_values: OrdMap::new(),
+            random_stream: None,
         }
+    }
+
+    /// The same store with draws on another random stream: a [`SeedGenerator`](crate::random::SeedGenerator)
+    /// reading its state from this store (or from a [`Scope`](crate::Scope) over it) folds `stream` into the key
+    /// it returns (`key.fold_in(stream)`, JAX's idiom for per-device randomness), while it advances its state
+    /// exactly as without a stream. The [`replica`](crate::replica) runner gives each micro-batch its index as
+    /// its stream, so a Dropout mask is a function of the key and the micro-batch, never of the replica that ran
+    /// it. `None` (the default) draws the generator's key itself.
+    ///
+    /// The stream is not part of the state: fingerprints, checkpoints and runs do not record it.
+    ///
+    /// # Examples
+    /// ```
+    /// use purestate::{random::SeedGenerator, StateStore};
+    /// let mut state = StateStore::new();
+    /// let seeds = SeedGenerator::new(&mut state, 7)?;
+    /// let plain = seeds.peek(&state)?;
+    /// let streamed = state.clone().with_random_stream(Some(3));
+    /// assert_eq!(seeds.peek(&streamed)?, plain.fold_in(3));
+    /// # Ok::<(), purestate::Error>(())
+    /// ```
+    pub fn with_random_stream(mut self, stream: Option<u32>) -> Self {
+        self.random_stream = stream;
+        self
+    }
+
+    /// The random stream draws from this store fold in (see [`with_random_stream`](Self::with_random_stream)).
+    pub fn random_stream(&self) -> Option<u32> {
+        self.random_stream
     }
 
     /// The same store with another default float dtype (Keras's `floatx`), used by initializers without an

@@ -17,6 +17,7 @@ mod optim;
 mod props;
 mod random;
 mod replica;
+mod replica_invariance;
 mod run;
 mod scope;
 mod store;

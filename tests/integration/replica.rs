@@ -252,10 +252,10 @@ fn aggregation_only_first_replica_takes_replica_0() {
 fn aggregation_none_refuses_several_replicas_assigning() {
     let (state, v) = scalar_var("none", "auto");
     let err = assign_step(&state, &v, |r| Some(r as f32)).unwrap_err();
-    assert!(matches!(&err, Error::ReplicaConflict { path, replicas: 3, option: "aggregation" } if path == "v"));
+    assert!(matches!(&err, Error::ReplicaConflict { path, micro_batches: 3, option: "aggregation" } if path == "v"));
     assert_eq!(
         err.to_string(),
-        "`v`: assigned by 3 replicas, but its aggregation is `none`; give it an aggregation (mean, sum, \
+        "`v`: assigned different values by 3 micro-batches, but its aggregation is `none`; give it an aggregation (mean, sum, \
          only_first_replica)"
     );
     let out = assign_step(&state, &v, |r| (r == 2).then_some(7.0)).unwrap();
@@ -268,7 +268,7 @@ fn aggregation_none_refuses_several_replicas_assigning() {
 fn synchronization_none_refuses_several_replicas_assigning() {
     let (state, v) = scalar_var("mean", "none");
     let err = assign_step(&state, &v, |r| Some(r as f32)).unwrap_err();
-    assert!(matches!(err, Error::ReplicaConflict { replicas: 3, option: "synchronization", .. }));
+    assert!(matches!(err, Error::ReplicaConflict { micro_batches: 3, option: "synchronization", .. }));
     let out = assign_step(&state, &v, |r| (r == 1).then_some(2.0)).unwrap();
     assert_eq!(scalar(&out.state, &v), 2.0);
 }
@@ -392,11 +392,8 @@ fn bad_inputs_are_errors() {
     let replicas = Replicas::in_process(4).unwrap();
     let data = batch(3, 0);
     let err = replicas.step(&state, 3, |ctx, st| step(&m, &data, ctx, st)).unwrap_err();
-    assert!(matches!(err, Error::InvalidArgument { arg: "batch_len", .. }));
-    assert_eq!(
-        err.to_string(),
-        "Replicas::step: invalid argument `batch_len`: a batch of 3 examples cannot feed 4 replicas"
-    );
+    assert!(matches!(err, Error::BatchSplit { batch_len: 3, micro_batch: None, replicas: 4, .. }));
+    assert_eq!(err.to_string(), "a batch of 3 examples on 4 replicas: fewer examples than replicas");
 
     // The lowest failing replica's own error.
     let err =
