@@ -301,6 +301,7 @@ fn run() -> BoxResult<()> {
     }
     let started = std::time::Instant::now();
     let mut steps_run = 0u64;
+    let mut most_sent = 0;
     while epoch < opts.epochs {
         // A fixed shuffle per epoch: every rank computes the same order.
         let order: Vec<usize> = (0..TRAIN).map(|i| (i * 7919 + epoch as usize * 131) % TRAIN).collect();
@@ -328,6 +329,7 @@ fn run() -> BoxResult<()> {
             })?;
             loss_sum += f64::from(out.loss);
             batches += 1;
+            most_sent = most_sent.max(out.sent_bytes.unwrap_or(0));
             let next = opt.apply(out.state, &out.grads)?;
             trainer.commit_with(next, StepRecord { epoch, step: Some(i as u32), micro })?;
             steps_run += 1;
@@ -355,6 +357,10 @@ fn run() -> BoxResult<()> {
             println!("saved {}", path.display());
         }
         println!("version {}, {:.2} s", trainer.head(), started.elapsed().as_secs_f64());
+        if most_sent > 0 {
+            let gradient: usize = model.params().iter().map(|v| v.shape().size() * 4).sum();
+            println!("mpi: rank 0 sent at most {most_sent} bytes in a step; one gradient is {gradient} bytes");
+        }
         println!("fingerprint {fingerprint}");
     }
     Ok(())
