@@ -5,8 +5,9 @@
 //! exact update rules and defaults. Every optimizer shares the options of Keras's base optimizer
 //! ([`Options`]): a constant or scheduled learning rate, weight decay, one of clipnorm, clipvalue or
 //! global_clipnorm, an exponential moving average of the weights (`use_ema`, `ema_overwrite_frequency`) and
-//! gradient accumulation (`gradient_accumulation_steps`). All of this state (moving averages, gradient
-//! accumulators) is optimizer variables in the store, so it is committed, checkpointed, fingerprinted and rolled
+//! gradient accumulation (`gradient_accumulation_steps`). [`LossScaleOptimizer`] wraps any of them with
+//! Keras's dynamic loss scaling. All of this state (moving averages, gradient accumulators, the loss scale and
+//! its counter) is optimizer variables in the store, so it is committed, checkpointed, fingerprinted and rolled
 //! back with the weights.
 //!
 //! Each variable's update is one fused kernel pass over the parameter, its slots and its gradient, with
@@ -55,6 +56,7 @@ mod adagrad;
 mod adam;
 mod apply;
 mod ema;
+mod loss_scale;
 mod rmsprop;
 pub mod schedule;
 mod sgd;
@@ -64,6 +66,7 @@ use std::sync::Arc;
 
 pub use adagrad::Adagrad;
 pub use adam::{Adam, AdamW};
+pub use loss_scale::LossScaleOptimizer;
 pub use rmsprop::RmsProp;
 pub use schedule::{CosineDecay, ExponentialDecay, PiecewiseConstantDecay, Schedule};
 pub use sgd::Sgd;
@@ -134,12 +137,12 @@ pub trait Optimizer: fmt::Debug + Send + Sync {
     fn built_variables(&self) -> Vec<Variable>;
 
     /// The optimizer's own variables (iteration counter, learning rate, moving averages, gradient accumulators,
-    /// slots), in creation order.
+    /// slots; a [`LossScaleOptimizer`]'s scale and counter first), in creation order.
     fn variables(&self) -> Vec<Variable>;
 
     /// The number of steps applied in `state` (Keras: `optimizer.iterations`): the calls to `apply`, or under
     /// gradient accumulation the weight updates (`calls // steps`, while the `iteration` variable counts the
-    /// calls).
+    /// calls). A step a [`LossScaleOptimizer`] skips does not count.
     ///
     /// # Errors
     /// [`Error::NotBuilt`](crate::Error::NotBuilt); store errors.
@@ -153,6 +156,9 @@ pub trait Optimizer: fmt::Debug + Send + Sync {
 
     /// Runs every check [`apply`](Self::apply) runs on `grads` (built, known, trainable variables, shapes,
     /// missing gradients, options), without applying anything. O(number of gradients).
+    ///
+    /// [`LossScaleOptimizer`] calls it before it skips a step with non-finite gradients, so that a wrong
+    /// gradient is an error whether or not it is finite.
     ///
     /// # Errors
     /// The errors of [`apply`](Self::apply) that concern its arguments.
@@ -215,7 +221,8 @@ pub trait Optimizer: fmt::Debug + Send + Sync {
     }
 }
 
-/// A boxed optimizer is an optimizer, so that one chosen at run time can be wrapped.
+/// A boxed optimizer is an optimizer, so that one chosen at run time can be wrapped (in a
+/// [`LossScaleOptimizer`], say).
 impl<O: Optimizer + ?Sized> Optimizer for Box<O> {
     fn name(&self) -> &str {
         (**self).name()
