@@ -1,12 +1,13 @@
 //! The driver every optimizer shares: slot creation (`build`), argument checks, clipping, weight decay, the
-//! fused per-variable update, the iteration counter and constraints (`apply`).
+//! fused per-variable update, gradient accumulation, moving averages, the iteration counter and constraints
+//! (`apply`).
 
 use std::collections::HashMap;
 use std::fmt;
 
 use half::{bf16, f16};
 
-use super::{LearningRate, Options};
+use super::{accumulate, ema, LearningRate, Options};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::grad::Grads;
@@ -126,8 +127,15 @@ pub(crate) trait Rule: Send + Sync + fmt::Debug {
 struct Built {
     iteration: Variable,
     learning_rate: Option<Variable>,
+    /// The built variables, in build order.
     order: Vec<Variable>,
     slots: HashMap<Variable, Vec<Variable>>,
+    /// Moving averages (`use_ema`), for the built variables without `overwrite_with_gradient`.
+    averages: HashMap<Variable, Variable>,
+    /// Gradient accumulators (`gradient_accumulation_steps`), for every built variable.
+    accumulators: HashMap<Variable, Variable>,
+    /// The optimizer variables after `iteration` and `learning_rate`, in creation order.
+    created: Vec<Variable>,
 }
 
 /// The state and options every optimizer shares.
@@ -164,28 +172,54 @@ impl Core {
         Error::InvalidArgument { op: "Optimizer::build", arg, reason }
     }
 
-    pub(crate) fn build(
-        &mut self,
-        state: &mut StateStore,
-        vars: &[Variable],
-        slots: &[(&'static str, f64)],
-    ) -> Result<()> {
+    /// Checks the options (Keras's constructor checks, plus the combinations Keras would silently ignore).
+    fn check_options(&self, op: &'static str) -> Result<()> {
+        let invalid = |arg: &'static str, reason: String| Error::InvalidArgument {
+            op,
+            arg,
+            reason: format!("optimizer `{}`: {reason}", self.name),
+        };
         let o = &self.options;
         let clips = [o.clipnorm, o.clipvalue, o.global_clipnorm].iter().filter(|c| c.is_some()).count();
         if clips > 1 {
-            return Err(
-                self.invalid("clipnorm", "set at most one of clipnorm, clipvalue and global_clipnorm".to_string())
-            );
+            return Err(invalid("clipnorm", "set at most one of clipnorm, clipvalue and global_clipnorm".to_string()));
         }
         for (arg, value) in
             [("clipnorm", o.clipnorm), ("clipvalue", o.clipvalue), ("global_clipnorm", o.global_clipnorm)]
         {
             if let Some(v) = value {
                 if v.is_nan() || v <= 0.0 {
-                    return Err(self.invalid(arg, format!("must be positive, got {v}")));
+                    return Err(invalid(arg, format!("must be positive, got {v}")));
                 }
             }
         }
+        if let Some(m) = o.ema_momentum {
+            if !(0.0..=1.0).contains(&m) {
+                return Err(invalid("ema_momentum", format!("must be in [0, 1], got {m}")));
+            }
+        }
+        match (o.ema_overwrite_frequency, o.ema_momentum) {
+            (Some(0), _) => return Err(invalid("ema_overwrite_frequency", "must be at least 1, got 0".to_string())),
+            (Some(n), None) => {
+                return Err(invalid("ema_overwrite_frequency", format!("is {n}, but the optimizer has no use_ema")))
+            }
+            _ => {}
+        }
+        if let Some(n) = o.gradient_accumulation_steps {
+            if n < 2 {
+                return Err(invalid("gradient_accumulation_steps", format!("must be at least 2, got {n}")));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn build(
+        &mut self,
+        state: &mut StateStore,
+        vars: &[Variable],
+        slots: &[(&'static str, f64)],
+    ) -> Result<()> {
+        self.check_options("Optimizer::build")?;
         for var in vars {
             state.get(var)?;
             if !var.dtype().is_float() {
@@ -214,23 +248,57 @@ impl Core {
                     ),
                     LearningRate::Schedule(_) => None,
                 };
-                Built { iteration, learning_rate, order: Vec::new(), slots: HashMap::new() }
+                Built {
+                    iteration,
+                    learning_rate,
+                    order: Vec::new(),
+                    slots: HashMap::new(),
+                    averages: HashMap::new(),
+                    accumulators: HashMap::new(),
+                    created: Vec::new(),
+                }
             }
         };
+        // Keras's order: the base optimizer's averages and accumulators, then the rule's slots, each group in
+        // the order of `vars`. Variables built before get only what they lack (after a change of options).
+        let mut fresh: Vec<&Variable> = Vec::new();
         for var in vars {
-            if built.slots.contains_key(var) {
-                continue;
+            if !built.slots.contains_key(var) && !fresh.contains(&var) {
+                fresh.push(var);
             }
-            let base = var.path().replace('/', "_");
+        }
+        let reference = |next: &mut StateStore, var: &Variable, slot: &str, init: f64| -> Result<Variable> {
+            let value = Tensor::full(var.shape(), var.dtype(), init);
+            let name = format!("{}_{slot}", var.path().replace('/', "_"));
+            next.create(VariableSpec::new(value).name(name).name_scope(self.name).trainable(false))
+        };
+        if self.options.ema_momentum.is_some() {
+            // As Keras's `add_optimizer_variables`, none for a variable that takes its gradient as its value.
+            for var in vars {
+                if !built.averages.contains_key(var) && !next.overwrite_with_gradient(var)? {
+                    let average = reference(&mut next, var, "average", 0.0)?;
+                    built.created.push(average.clone());
+                    built.averages.insert(var.clone(), average);
+                }
+            }
+        }
+        if self.options.gradient_accumulation_steps.is_some() {
+            for var in vars {
+                if !built.accumulators.contains_key(var) {
+                    let accumulator = reference(&mut next, var, "gradient_accumulator", 0.0)?;
+                    built.created.push(accumulator.clone());
+                    built.accumulators.insert(var.clone(), accumulator);
+                }
+            }
+        }
+        for var in fresh {
             let mut handles = Vec::with_capacity(slots.len());
             // As Keras, a variable that takes its gradient as its value gets no slots.
             let needs_slots = !next.overwrite_with_gradient(var)?;
             for &(slot, init) in slots.iter().filter(|_| needs_slots) {
-                let value = Tensor::full(var.shape(), var.dtype(), init);
-                let spec =
-                    VariableSpec::new(value).name(format!("{base}_{slot}")).name_scope(self.name).trainable(false);
-                handles.push(next.create(spec)?);
+                handles.push(reference(&mut next, var, slot, init)?);
             }
+            built.created.extend(handles.iter().cloned());
             built.order.push(var.clone());
             built.slots.insert(var.clone(), handles);
         }
@@ -247,20 +315,62 @@ impl Core {
         let Some(b) = &self.built else { return Vec::new() };
         let mut vars = vec![b.iteration.clone()];
         vars.extend(b.learning_rate.clone());
-        for var in &b.order {
-            vars.extend(b.slots[var].iter().cloned());
-        }
+        vars.extend(b.created.iter().cloned());
         vars
     }
 
-    pub(crate) fn iterations(&self, state: &StateStore) -> Result<i64> {
-        let b = self.built.as_ref().ok_or_else(|| self.not_built())?;
+    fn built(&self) -> Result<&Built> {
+        self.built.as_ref().ok_or_else(|| self.not_built())
+    }
+
+    /// The value of the `iteration` variable: the number of calls to `apply` (Keras's `_iterations`).
+    pub(crate) fn calls(&self, state: &StateStore) -> Result<i64> {
+        let b = self.built()?;
         Ok(i64::from(state.get(&b.iteration)?.to_vec::<i32>()?[0]))
+    }
+
+    /// Keras's `optimizer.iterations`: the number of calls, or of updates (`calls // steps`) under gradient
+    /// accumulation.
+    pub(crate) fn iterations(&self, state: &StateStore) -> Result<i64> {
+        let calls = self.calls(state)?;
+        Ok(match self.options.gradient_accumulation_steps {
+            Some(n) if n > 0 => calls.div_euclid(i64::from(n)),
+            _ => calls,
+        })
+    }
+
+    /// The moving average of `var`, if it has one.
+    pub(crate) fn average(&self, var: &Variable) -> Option<Variable> {
+        self.built.as_ref()?.averages.get(var).cloned()
+    }
+
+    /// `state` with every built variable that has an average holding it (`ema_state`).
+    pub(crate) fn ema_state(&self, state: &StateStore) -> Result<StateStore> {
+        let b = self.built()?;
+        if self.options.ema_momentum.is_none() && b.averages.is_empty() {
+            return Err(Error::InvalidArgument {
+                op: "Optimizer::ema_state",
+                arg: "use_ema",
+                reason: format!("optimizer `{}` keeps no moving averages (build it with `use_ema`)", self.name),
+            });
+        }
+        let mut view = state.clone();
+        ema::overwrite(&mut view, b.order.iter().filter_map(|v| b.averages.get(v).map(|a| (v, a))))?;
+        Ok(view)
+    }
+
+    /// Keras's `finalize_variable_values`: the averages become the weights (nothing without `use_ema`).
+    pub(crate) fn finalize_variable_values(&self, mut state: StateStore) -> Result<StateStore> {
+        let b = self.built()?;
+        if self.options.ema_momentum.is_some() {
+            ema::overwrite(&mut state, b.order.iter().filter_map(|v| b.averages.get(v).map(|a| (v, a))))?;
+        }
+        Ok(state)
     }
 
     /// The learning rate at `step`: the schedule's, or the learning-rate variable's value in `state`.
     pub(crate) fn rate(&self, state: &StateStore, step: i64) -> Result<f32> {
-        let b = self.built.as_ref().ok_or_else(|| self.not_built())?;
+        let b = self.built()?;
         match (&self.options.learning_rate, &b.learning_rate) {
             (LearningRate::Schedule(s), _) => Ok(s.rate(step)),
             (LearningRate::Constant(_), Some(var)) => Ok(state.get(var)?.cast(DType::Float32).to_vec::<f32>()?[0]),
@@ -268,9 +378,19 @@ impl Core {
         }
     }
 
-    pub(crate) fn apply<R: Rule>(&self, rule: &R, mut state: StateStore, grads: &Grads) -> Result<StateStore> {
-        let b = self.built.as_ref().ok_or_else(|| self.not_built())?;
-        // Every check first: nothing changes unless the whole step can run.
+    /// Every check `apply` runs before it changes anything.
+    pub(crate) fn check<R: Rule>(&self, rule: &R, state: &StateStore, grads: &Grads) -> Result<()> {
+        let b = self.built()?;
+        self.check_options("Optimizer::apply")?;
+        let rebuild = |arg: &'static str, var: &Variable, what: &str| Error::InvalidArgument {
+            op: "Optimizer::apply",
+            arg,
+            reason: format!(
+                "optimizer `{}` has no {what} for `{}`: its options changed after build; call build again",
+                self.name,
+                var.path()
+            ),
+        };
         for (var, grad) in grads.iter() {
             if !b.slots.contains_key(var) {
                 return Err(Error::UnknownGradient { path: var.path().to_string() });
@@ -295,6 +415,9 @@ impl Core {
                     got: grad.shape(),
                 });
             }
+            if self.options.gradient_accumulation_steps.is_some() && !b.accumulators.contains_key(var) {
+                return Err(rebuild("gradient_accumulation_steps", var, "gradient accumulator"));
+            }
         }
         if !self.options.allow_missing_gradients {
             for var in &b.order {
@@ -303,48 +426,124 @@ impl Core {
                 }
             }
         }
-        let step = self.iterations(&state)?;
-        let lr = self.rate(&state, step)?;
+        if self.options.ema_momentum.is_some() {
+            for var in &b.order {
+                if !b.averages.contains_key(var) && !state.overwrite_with_gradient(var)? {
+                    return Err(rebuild("use_ema", var, "moving average"));
+                }
+            }
+        }
+        Ok(())
+    }
 
-        let mut regular: Vec<(&Variable, Tensor)> = Vec::with_capacity(grads.len());
+    pub(crate) fn apply<R: Rule>(&self, rule: &R, mut state: StateStore, grads: &Grads) -> Result<StateStore> {
+        // Every check first: nothing changes unless the whole step can run.
+        self.check(rule, &state, grads)?;
+        let b = self.built()?;
+        let calls = self.calls(&state)?;
+        // Keras's `iterations` (updates so far), which Adam's bias correction and the averages see; schedules
+        // and the weight decay see the number of calls (keras/src/optimizers/base_optimizer.py).
+        let step = self.iterations(&state)?;
+        let lr = self.rate(&state, calls)?;
+        let accumulation = self.options.gradient_accumulation_steps.map(i64::from);
+        let is_update = accumulation.is_none_or(|n| (calls + 1).rem_euclid(n) == 0);
+
+        let mut regular: Vec<(&Variable, &Tensor)> = Vec::with_capacity(grads.len());
         for (var, grad) in grads.iter() {
-            let grad = grad.cast(var.dtype());
             if state.overwrite_with_gradient(var)? {
-                state.assign(var, grad)?;
+                match b.accumulators.get(var).filter(|_| accumulation.is_some()) {
+                    Some(acc) => accumulate::overwrite(&mut state, var, acc, grad, is_update)?,
+                    None => state.assign(var, grad.cast(var.dtype()))?,
+                }
             } else {
                 regular.push((var, grad));
             }
         }
-        let global = match self.options.global_clipnorm {
-            Some(clip) => {
-                let sum: f64 = regular.iter().map(|(_, g)| sum_squares(g)).sum::<Result<f64>>()?;
-                Some((clip, sum.sqrt()))
+        // As Keras, a call whose only gradients overwrite their variables runs no update, no accumulation and no
+        // moving average; the counter still advances.
+        if !regular.is_empty() {
+            let updates: Vec<(&Variable, Tensor)> = match accumulation {
+                None => regular.iter().map(|&(var, grad)| (var, grad.cast(var.dtype()))).collect(),
+                Some(n) if is_update => regular
+                    .iter()
+                    .map(|&(var, grad)| {
+                        let mean = accumulate::take_mean(&mut state, &b.accumulators[var], grad, n)?;
+                        Ok((var, mean.cast(var.dtype())))
+                    })
+                    .collect::<Result<_>>()?,
+                Some(_) => {
+                    for &(var, grad) in &regular {
+                        accumulate::add(&mut state, &b.accumulators[var], grad)?;
+                    }
+                    Vec::new()
+                }
+            };
+            self.update_all(rule, &mut state, b, &updates, lr, step)?;
+            if let Some(momentum) = self.options.ema_momentum {
+                self.update_averages(&mut state, b, momentum, step)?;
             }
-            None => None,
-        };
-        for (var, grad) in &regular {
-            let gmap = self.grad_map(grad, global)?;
-            match var.dtype() {
-                DType::Float16 => self.update_one::<R, f16>(rule, &mut state, b, var, grad, lr, step, gmap)?,
-                DType::Bfloat16 => self.update_one::<R, bf16>(rule, &mut state, b, var, grad, lr, step, gmap)?,
-                DType::Float32 => self.update_one::<R, f32>(rule, &mut state, b, var, grad, lr, step, gmap)?,
-                DType::Float64 => self.update_one::<R, f64>(rule, &mut state, b, var, grad, lr, step, gmap)?,
-                other => return Err(Error::UnsupportedDType { op: "Optimizer::apply", dtype: other }),
+            for (var, _) in &regular {
+                if let Some(constraint) = state.constraint(var)? {
+                    let value = constraint.apply(&state.get(var)?)?;
+                    state.assign(var, value)?;
+                }
             }
         }
-        let next_step = i32::try_from(step + 1).map_err(|_| Error::InvalidArgument {
+        let next_call = i32::try_from(calls + 1).map_err(|_| Error::InvalidArgument {
             op: "Optimizer::apply",
             arg: "iterations",
             reason: "the int32 iteration counter overflowed".into(),
         })?;
-        state.assign(&b.iteration, Tensor::scalar(next_step))?;
-        for (var, _) in &regular {
-            if let Some(constraint) = state.constraint(var)? {
-                let value = constraint.apply(&state.get(var)?)?;
-                state.assign(var, value)?;
+        state.assign(&b.iteration, Tensor::scalar(next_call))?;
+        Ok(state)
+    }
+
+    /// Clipping, weight decay and the rule's fused update of each `(variable, gradient)`.
+    fn update_all<R: Rule>(
+        &self,
+        rule: &R,
+        state: &mut StateStore,
+        b: &Built,
+        updates: &[(&Variable, Tensor)],
+        lr: f32,
+        step: i64,
+    ) -> Result<()> {
+        let global = match self.options.global_clipnorm {
+            Some(clip) if !updates.is_empty() => {
+                let sum: f64 = updates.iter().map(|(_, g)| sum_squares(g)).sum::<Result<f64>>()?;
+                Some((clip, sum.sqrt()))
+            }
+            _ => None,
+        };
+        for (var, grad) in updates {
+            let gmap = self.grad_map(grad, global)?;
+            match var.dtype() {
+                DType::Float16 => self.update_one::<R, f16>(rule, state, b, var, grad, lr, step, gmap)?,
+                DType::Bfloat16 => self.update_one::<R, bf16>(rule, state, b, var, grad, lr, step, gmap)?,
+                DType::Float32 => self.update_one::<R, f32>(rule, state, b, var, grad, lr, step, gmap)?,
+                DType::Float64 => self.update_one::<R, f64>(rule, state, b, var, grad, lr, step, gmap)?,
+                other => return Err(Error::UnsupportedDType { op: "Optimizer::apply", dtype: other }),
             }
         }
-        Ok(state)
+        Ok(())
+    }
+
+    /// Keras's `_update_model_variables_moving_average` over every built variable (whether or not it had a
+    /// gradient), then the overwrite of `ema_overwrite_frequency`. `step` is Keras's `iterations` before this
+    /// call's increment: the first step's momentum is 0, so the average starts as a copy of the variable.
+    fn update_averages(&self, state: &mut StateStore, b: &Built, momentum: f64, step: i64) -> Result<()> {
+        let momentum = if step != 0 { momentum } else { 0.0 };
+        for var in &b.order {
+            if let Some(average) = b.averages.get(var) {
+                ema::update(state, var, average, momentum)?;
+            }
+        }
+        if let Some(every) = self.options.ema_overwrite_frequency {
+            if (step + 1).rem_euclid(i64::from(every)) == 0 {
+                ema::overwrite(state, b.order.iter().filter_map(|v| b.averages.get(v).map(|a| (v, a))))?;
+            }
+        }
+        Ok(())
     }
 
     /// The clipping of one gradient (Keras's `_clip_gradients`), computed in the gradient's precision.
@@ -566,7 +765,7 @@ where
 }
 
 /// The tensor's elements as one contiguous slice (borrowed when already contiguous).
-fn contiguous<T: Element>(t: &Tensor) -> Result<std::borrow::Cow<'_, [T]>> {
+pub(crate) fn contiguous<T: Element>(t: &Tensor) -> Result<std::borrow::Cow<'_, [T]>> {
     Ok(match t.as_slice::<T>() {
         Some(s) => std::borrow::Cow::Borrowed(s),
         None => std::borrow::Cow::Owned(t.to_vec::<T>()?),
@@ -574,7 +773,7 @@ fn contiguous<T: Element>(t: &Tensor) -> Result<std::borrow::Cow<'_, [T]>> {
 }
 
 /// The tensor's buffer as a mutable row-major slice: copied first if shared or not in standard layout.
-fn slice_mut<T: Element>(t: &mut Tensor) -> Result<&mut [T]> {
+pub(crate) fn slice_mut<T: Element>(t: &mut Tensor) -> Result<&mut [T]> {
     let a = t.array_mut::<T>()?;
     if !a.is_standard_layout() {
         *a = a.as_standard_layout().into_owned().into_shared();

@@ -14,6 +14,7 @@ mod losses;
 mod nn_ops;
 mod ops;
 mod optim;
+mod optim_state;
 mod props;
 mod random;
 mod replica;
