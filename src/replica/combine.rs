@@ -19,6 +19,7 @@ use super::{Combined, ReplicaContext, ReplicaOutput, Split};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::grad::Grads;
+use crate::kernels;
 use crate::store::StateStore;
 use crate::tensor::{with_array, with_dtype, Element, Scalar, Shape, Tensor};
 use crate::variable::{Aggregation, Synchronization, Variable};
@@ -163,7 +164,7 @@ pub(crate) fn add(vars: &[Variable], left: Partial, right: Partial) -> Result<Pa
     let mut grads = Vec::with_capacity(left.grads.len());
     for ((i, a), (_, b)) in left.grads.into_iter().zip(right.grads) {
         check_like(vars[i].path(), a.dtype(), &a.shape(), &b)?;
-        grads.push((i, a.add(&b)?));
+        grads.push((i, add_into(a, &b)?));
     }
     let mut deltas: BTreeMap<usize, Tensor> = left.deltas.into_iter().collect();
     for (i, b) in right.deltas {
@@ -174,6 +175,53 @@ pub(crate) fn add(vars: &[Variable], left: Partial, right: Partial) -> Result<Pa
         deltas.insert(i, sum);
     }
     Ok(Partial { loss: left.loss + right.loss, grads, deltas: deltas.into_iter().collect() })
+}
+
+/// `a + b`, elementwise (the bits of `a.add(&b)`), written into `a`'s buffer when nothing else holds it: a node
+/// of the tree then costs one pass over its gradients, not a new buffer per addition.
+fn add_into(a: Tensor, b: &Tensor) -> Result<Tensor> {
+    match a.dtype() {
+        DType::Float32 => add_into_as::<f32>(a, b),
+        DType::Float64 => add_into_as::<f64>(a, b),
+        _ => a.add(b),
+    }
+}
+
+/// `g / w` in `g`'s dtype (the bits of `g.div(Tensor::full([], g.dtype(), w))`), into `g`'s buffer when nothing
+/// else holds it.
+fn div_into(g: Tensor, w: f64) -> Result<Tensor> {
+    match g.dtype() {
+        DType::Float32 => div_into_as::<f32>(g, w as f32),
+        DType::Float64 => div_into_as::<f64>(g, w),
+        dtype => g.div(Tensor::full([], dtype, w)),
+    }
+}
+
+fn div_into_as<T>(mut g: Tensor, w: T) -> Result<Tensor>
+where
+    T: Element + std::ops::Div<Output = T> + Send + Sync,
+{
+    let values = g.array_mut::<T>()?;
+    if !values.is_standard_layout() {
+        return g.div(Tensor::scalar(w));
+    }
+    let values = values.as_slice_mut().expect("a standard-layout array is contiguous");
+    kernels::zip_mut((values,), |(x,)| *x = *x / w)?;
+    Ok(g)
+}
+
+fn add_into_as<T>(mut a: Tensor, b: &Tensor) -> Result<Tensor>
+where
+    T: Element + std::ops::Add<Output = T> + Send + Sync,
+{
+    let Some(rhs) = b.as_slice::<T>() else { return a.add(b) };
+    let lhs = a.array_mut::<T>()?;
+    if !lhs.is_standard_layout() {
+        return a.add(b);
+    }
+    let lhs = lhs.as_slice_mut().expect("a standard-layout array is contiguous");
+    kernels::zip_mut((lhs, rhs), |(x, y)| *x = *x + y)?;
+    Ok(a)
 }
 
 /// What a replica's micro-batches assigned besides the tree's sums, gathered micro-batch by micro-batch.
@@ -289,7 +337,7 @@ pub(crate) fn combine(
     let weight = split.weight();
     let mut grads = Grads::new();
     for (i, g) in root.grads {
-        let g = if weight == 1.0 { g } else { g.div(Tensor::full([], g.dtype(), weight))? };
+        let g = if weight == 1.0 { g } else { div_into(g, weight)? };
         grads.insert(vars[i].clone(), g);
     }
     let loss = (root.loss / weight) as f32;
