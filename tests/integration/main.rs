@@ -1,5 +1,6 @@
 //! purestate's integration tests: one binary, one module per concern.
 
+mod attention;
 mod attention_ops;
 mod checkpoint;
 mod conv;
