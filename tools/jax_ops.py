@@ -18,7 +18,9 @@ round-trip exactly):
 Params use purestate's names: conv2d {"strides", "padding", "dilation"}; max_pool2d/avg_pool2d
 {"pool_size", "strides", "padding"}; take {"axis"}; one_hot {"num_classes", "axis"}; concatenate/stack
 {"axis"}; split {"indices_or_sections", "axis"}; slice {"start", "shape"}; gelu {"approximate"}; leaky_relu
-{"negative_slope"}; elu {"alpha"}; var/std/logsumexp {"axis", "keepdims"}; moments {"axes", "keepdims"}.
+{"negative_slope"}; elu {"alpha"}; var/std/logsumexp {"axis", "keepdims"}; moments {"axes", "keepdims"};
+triu/tril {"k"}; softmax_masked {"axis"} (inputs x and a bool mask: `keras.layers.Softmax(axis)(x, mask)`);
+where {} (inputs: a bool condition, x, y, broadcasting together). Bool inputs are written as true/false.
 
 Run from the repository root: python3 tools/jax_ops.py
 (makes tools/.venv from tools/requirements-peer.txt on first use and re-runs itself there with KERAS_BACKEND=jax)
@@ -193,6 +195,33 @@ def build_cases(np):
             x = (np.sign(r.normal(size=(3, 4, 5))) * r.uniform(70.0, 80.0, size=(3, 4, 5))).astype(np.float32)
         add(f"logsumexp/{tag}", "logsumexp", {"axis": axis, "keepdims": keepdims}, [x],
             lambda x, axis=axis, keepdims=keepdims: ops.logsumexp(x, axis=axis, keepdims=keepdims))
+    # Attention ops (appended: the cases above keep their numbers and so their random inputs).
+    for op in ["triu", "tril"]:
+        for tag, shape, k in [("3x4_k0", (3, 4), 0), ("2x4x3_k1", (2, 4, 3), 1), ("2x3x5_km1", (2, 3, 5), -1)]:
+            r = rng()
+            add(f"{op}/{tag}", op, {"k": k}, [normal(r, *shape)],
+                lambda x, op=op, k=k: getattr(ops, op)(x, k=k))
+    # softmax_masked: Keras's Softmax layer called with a bool mask (where(mask, x, -1e9), softmax, then
+    # where(mask, p, 0)); the mask is held fixed.
+    for tag, shape, mask_shape, axis, full_row in [("same_shape", (2, 3, 5), (2, 3, 5), -1, False),
+                                                  ("broadcast_rows", (2, 3, 5), (1, 5), -1, False),
+                                                  ("broadcast_4d", (2, 2, 3, 4), (2, 1, 3, 4), -1, True),
+                                                  ("axis1", (2, 4, 3), (2, 4, 1), 1, False)]:
+        r = rng()
+        x = normal(r, *shape) * np.float32(3.0)
+        mask = r.uniform(size=mask_shape) < 0.7
+        mask.reshape(-1, mask_shape[-1])[0, :] = True
+        if full_row:  # one row with no key at all: Keras's Softmax gives zeros there
+            mask.reshape(-1, mask_shape[-1])[1, :] = False
+        add(f"softmax_masked/{tag}", "softmax_masked", {"axis": axis}, [x, mask],
+            lambda x, m, axis=axis: keras.layers.Softmax(axis=axis)(x, mask=m))
+    # where with broadcasting: the cotangents of x and y are summed back to their shapes.
+    for tag, cs, xs, ys in [("cond_col_x_row", (3, 1), (1, 4), (3, 4)), ("x_full_y_scalar_like", (2, 3, 4), (2, 3, 4), (4,)),
+                            ("all_broadcast", (2, 1, 4), (3, 1), (1, 3, 1))]:
+        r = rng()
+        cond = r.uniform(size=cs) < 0.5
+        add(f"where/{tag}", "where", {}, [cond, normal(r, *xs), normal(r, *ys)],
+            lambda c, x, y: ops.where(c, x, y))
     return cases
 
 
@@ -209,6 +238,8 @@ def main():
             data = [np.float32(v).item() for v in a.ravel()]
         elif a.dtype == np.int32:
             data = [int(v) for v in a.ravel()]
+        elif a.dtype == np.bool_:
+            data = [bool(v) for v in a.ravel()]
         else:
             raise SystemExit(f"jax_ops: unexpected dtype {a.dtype}")
         return {"shape": list(a.shape), "dtype": str(a.dtype), "data": data}

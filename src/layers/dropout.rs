@@ -127,7 +127,7 @@ impl Layer for Dropout {
 }
 
 /// The seed of an unseeded Dropout: the store's seed folded with the layer's path (FNV-1a).
-fn default_seed(state: &StateStore, path: &str) -> u32 {
+pub(super) fn default_seed(state: &StateStore, path: &str) -> u32 {
     let hash = path.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
     state.seed().fold_in(hash).words()[0]
 }

@@ -1,6 +1,7 @@
 //! Keras layers whose state lives in the store: [`Dense`], [`Conv2D`], [`MaxPooling2D`],
 //! [`AveragePooling2D`], [`GlobalAveragePooling2D`], [`Flatten`], [`BatchNormalization`],
-//! [`LayerNormalization`], [`Dropout`], [`Embedding`], [`Activation`], chained by [`Sequential`].
+//! [`LayerNormalization`], [`Dropout`], [`Embedding`], [`Activation`], [`MultiHeadAttention`], chained by
+//! [`Sequential`].
 //!
 //! A layer is options plus, once built, variable handles; never values. [`Layer::build`] creates its variables
 //! in a [`StateStore`] with Keras's paths (`model/layer/kernel`), shapes, initializers, dtypes and trainable
@@ -44,6 +45,7 @@
 //! ([`Error::LayerInput`]), a state that lacks the layer's variables ([`Error::ForeignVariable`],
 //! [`Error::StaleVariable`]), a layer called before it was built, or an option outside its domain.
 
+mod attention;
 mod conv;
 mod dense;
 mod dropout;
@@ -52,6 +54,7 @@ mod sequential;
 
 use std::fmt;
 
+pub use attention::MultiHeadAttention;
 pub use conv::{AveragePooling2D, Conv2D, Flatten, GlobalAveragePooling2D, MaxPooling2D};
 pub use dense::{Dense, Embedding};
 pub use dropout::{Activation, Dropout};

@@ -38,7 +38,8 @@
 //! Beyond a variable's operators: indexing by integer tensors ([`Tensor::take`], [`one_hot`]), joining and
 //! cutting ([`concatenate`], [`stack`], [`Tensor::split`], [`Tensor::slice`]), activations ([`Tensor::gelu`],
 //! [`Tensor::silu`], [`Tensor::softplus`], ...) and statistics ([`Tensor::var`], [`Tensor::moments`],
-//! [`Tensor::logsumexp`], ...), each differentiable with a backward written beside its forward.
+//! [`Tensor::logsumexp`], ...) and attention's masking ([`Tensor::triu`], [`Tensor::tril`], [`softmax_masked`],
+//! [`Tensor::swapaxes`]), each differentiable with a backward written beside its forward.
 
 mod activation;
 mod arith;
@@ -49,6 +50,7 @@ mod convert;
 mod erf;
 mod gather;
 mod join;
+mod masked;
 mod math;
 mod matmul;
 mod norm;
@@ -67,6 +69,7 @@ use crate::tensor::{with_dtype, Element, Scalar, Tensor};
 pub use conv::{conv2d, Conv2d, Padding};
 pub use gather::one_hot;
 pub use join::{concatenate, stack, Split};
+pub use masked::{large_negative_number, softmax_masked};
 pub use math::{unary, UnaryOp};
 pub use matmul::matmul;
 pub use norm::batch_norm_train;

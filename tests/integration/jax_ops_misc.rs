@@ -43,7 +43,8 @@ fn cases() -> Vec<Value> {
     json["cases"].as_array().unwrap().iter().filter(|c| OPS.contains(&c["op"].as_str().unwrap())).cloned().collect()
 }
 
-fn tensor(v: &Value) -> Tensor {
+/// A fixture tensor (float32, int32, uint32 or bool).
+pub(crate) fn tensor(v: &Value) -> Tensor {
     let dims: Vec<usize> = v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
     let data = v["data"].as_array().unwrap();
     match v["dtype"].as_str().unwrap() {
@@ -53,6 +54,10 @@ fn tensor(v: &Value) -> Tensor {
         "int32" => {
             Tensor::from_shape_vec(dims.as_slice(), data.iter().map(|x| x.as_i64().unwrap() as i32).collect()).unwrap()
         }
+        "uint32" => {
+            Tensor::from_shape_vec(dims.as_slice(), data.iter().map(|x| x.as_u64().unwrap() as u32).collect()).unwrap()
+        }
+        "bool" => Tensor::from_shape_vec(dims.as_slice(), data.iter().map(|x| x.as_bool().unwrap()).collect()).unwrap(),
         other => panic!("unexpected fixture dtype {other}"),
     }
 }
@@ -111,7 +116,7 @@ fn run(op: &str, p: &Value, x: &[Tensor]) -> Result<Vec<Tensor>> {
 }
 
 /// Asserts `got` equals the fixture tensor `want` in shape and, within the tolerance, in value.
-fn assert_close(case: &str, what: &str, got: &Tensor, want: &Value) {
+pub(crate) fn assert_close(case: &str, what: &str, got: &Tensor, want: &Value) {
     let want = tensor(want);
     assert_eq!(got.dims(), want.dims(), "{case}: {what} shape");
     let (g, w) = (got.to_f64_vec(), want.to_f64_vec());

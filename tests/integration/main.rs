@@ -1,5 +1,7 @@
 //! purestate's integration tests: one binary, one module per concern.
 
+mod attention;
+mod attention_ops;
 mod checkpoint;
 mod conv;
 mod fd;
