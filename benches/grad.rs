@@ -34,9 +34,13 @@
 //! The tape is no slower: both steps spend their time in the same matrix products, and the fused
 //! cross-entropy backward does fewer passes than the hand-written `softmax - onehot`.
 
+#[path = "common/mlp.rs"]
+mod mlp;
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
+use mlp::{build, Mlp};
 use purestate::grad::{self, Grads};
 use purestate::layers::{
     Activation, BatchNormalization, Conv2D, Dense, Dropout, GlobalAveragePooling2D, Layer, MaxPooling2D, Sequential,
@@ -44,47 +48,12 @@ use purestate::layers::{
 use purestate::ops::where_;
 use purestate::ops::Padding;
 use purestate::optim::{Adam, Optimizer};
-use purestate::{init, losses, DType, Result, Retention, Scope, StateStore, Tensor, Trainer, Variable, VariableSpec};
+use purestate::{losses, DType, Result, Retention, Scope, StateStore, Tensor, Trainer};
 use rayon::{ThreadPool, ThreadPoolBuilder};
-
-struct Mlp {
-    layers: Vec<(Variable, Variable)>,
-    opt: Adam,
-    x: Tensor,
-    labels: Tensor,
-    onehot: Tensor,
-}
-
-fn build(sizes: &[usize], batch: usize) -> (StateStore, Mlp) {
-    let mut state = StateStore::new();
-    let mut layers = Vec::new();
-    for (i, pair) in sizes.windows(2).enumerate() {
-        let w = VariableSpec::new(init::GlorotUniform).shape([pair[0], pair[1]]).name(format!("w{i}"));
-        let b = VariableSpec::new(init::Zeros).shape([pair[1]]).name(format!("b{i}"));
-        layers.push((state.create(w).unwrap(), state.create(b).unwrap()));
-    }
-    let mut opt = Adam::new(1e-3);
-    let vars: Vec<Variable> = layers.iter().flat_map(|(w, b)| [w.clone(), b.clone()]).collect();
-    opt.build(&mut state, &vars).unwrap();
-    let n_in = sizes[0];
-    let x = Tensor::from_fn([batch, n_in], DType::Float32, |i| ((i * 7 + i / n_in) % 17) as f64 / 16.0);
-    let classes = *sizes.last().unwrap();
-    let labels: Vec<i32> = (0..batch).map(|i| (i * 3 % classes) as i32).collect();
-    let onehot =
-        Tensor::from_fn([batch, classes], DType::Float32, |i| f64::from(labels[i / classes] as usize == i % classes));
-    (state, Mlp { layers, opt, x, labels: Tensor::from(labels), onehot })
-}
 
 fn taped_step(state: StateStore, m: &Mlp) -> Result<StateStore> {
     let (_, grads) = grad::value_and_grad(&state, |s: &mut Scope| {
-        let mut h = m.x.clone();
-        for (i, (w, b)) in m.layers.iter().enumerate() {
-            h = h.matmul(&s.get(w)?)?.add(&s.get(b)?)?;
-            if i + 1 < m.layers.len() {
-                h = h.relu()?;
-            }
-        }
-        losses::sparse_categorical_crossentropy(&m.labels, &h, true)
+        losses::sparse_categorical_crossentropy(&m.labels, &m.logits(s, &m.x)?, true)
     })?;
     m.opt.apply(state, &grads)
 }

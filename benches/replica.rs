@@ -14,39 +14,18 @@
 //! cargo bench --bench replica -- --warm-up-time 1 --measurement-time 5
 //! ```
 
+#[path = "common/mlp.rs"]
+mod mlp;
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
+use mlp::{build, Mlp};
 use purestate::grad;
-use purestate::optim::{Adam, Optimizer};
+use purestate::optim::Optimizer;
 use purestate::replica::{ReplicaContext, ReplicaOutput, Replicas};
-use purestate::{init, losses, DType, Result, Retention, Scope, StateStore, Tensor, Trainer, Variable, VariableSpec};
+use purestate::{losses, Result, Retention, Scope, StateStore, Trainer};
 use rayon::ThreadPoolBuilder;
-
-struct Mlp {
-    layers: Vec<(Variable, Variable)>,
-    opt: Adam,
-    x: Tensor,
-    labels: Tensor,
-}
-
-fn build(sizes: &[usize], batch: usize) -> (StateStore, Mlp) {
-    let mut state = StateStore::new();
-    let mut layers = Vec::new();
-    for (i, pair) in sizes.windows(2).enumerate() {
-        let w = VariableSpec::new(init::GlorotUniform).shape([pair[0], pair[1]]).name(format!("w{i}"));
-        let b = VariableSpec::new(init::Zeros).shape([pair[1]]).name(format!("b{i}"));
-        layers.push((state.create(w).unwrap(), state.create(b).unwrap()));
-    }
-    let mut opt = Adam::new(1e-3);
-    let vars: Vec<Variable> = layers.iter().flat_map(|(w, b)| [w.clone(), b.clone()]).collect();
-    opt.build(&mut state, &vars).unwrap();
-    let n_in = sizes[0];
-    let x = Tensor::from_fn([batch, n_in], DType::Float32, |i| ((i * 7 + i / n_in) % 17) as f64 / 16.0);
-    let classes = *sizes.last().unwrap();
-    let labels: Vec<i32> = (0..batch).map(|i| (i * 3 % classes) as i32).collect();
-    (state, Mlp { layers, opt, x, labels: Tensor::from(labels) })
-}
 
 /// The mean loss over the examples `rows` and its gradient.
 fn loss_and_grads(state: &StateStore, m: &Mlp, rows: std::ops::Range<usize>) -> Result<ReplicaOutput> {
@@ -54,14 +33,7 @@ fn loss_and_grads(state: &StateStore, m: &Mlp, rows: std::ops::Range<usize>) -> 
     let x = m.x.slice(&[rows.start, 0], &[rows.len() as isize, n_in as isize])?;
     let labels = m.labels.slice(&[rows.start], &[rows.len() as isize])?;
     let (loss, grads) = grad::value_and_grad(state, |s: &mut Scope| {
-        let mut h = x.clone();
-        for (i, (w, b)) in m.layers.iter().enumerate() {
-            h = h.matmul(&s.get(w)?)?.add(&s.get(b)?)?;
-            if i + 1 < m.layers.len() {
-                h = h.relu()?;
-            }
-        }
-        losses::sparse_categorical_crossentropy(&labels, &h, true)
+        losses::sparse_categorical_crossentropy(&labels, &m.logits(s, &x)?, true)
     })?;
     Ok(ReplicaOutput { state: state.clone(), grads, loss: loss.to_f64()? as f32 })
 }
