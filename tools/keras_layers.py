@@ -30,30 +30,17 @@ Run from the repository root: python3 tools/keras_layers.py
 
 import json
 import os
-import subprocess
 import sys
+
+from _venv import ensure_venv
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-VENV = os.path.join(HERE, ".venv")
-REQUIREMENTS = os.path.join(HERE, "requirements-peer.txt")
 OUT = os.path.join(ROOT, "tests", "fixtures", "keras_layers.json")
 
 CONFIG_KEYS = ["units", "filters", "kernel_size", "strides", "padding", "dilation_rate", "use_bias", "activation",
                "pool_size", "rate", "seed", "epsilon", "momentum", "axis", "input_dim", "output_dim", "center",
                "scale"]
-
-
-def ensure_venv():
-    """Re-runs this script in tools/.venv (made on first use) with KERAS_BACKEND=jax, unless already there."""
-    if os.environ.get("PURESTATE_IN_VENV") == "1":
-        return
-    python = os.path.join(VENV, "bin", "python")
-    if not os.path.exists(python):
-        subprocess.check_call([sys.executable, "-m", "venv", VENV])
-        subprocess.check_call([python, "-m", "pip", "install", "-q", "-r", REQUIREMENTS])
-    env = dict(os.environ, PURESTATE_IN_VENV="1", KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    sys.exit(subprocess.call([python, os.path.abspath(__file__)] + sys.argv[1:], env=env))
 
 
 def main():
@@ -175,5 +162,5 @@ def main():
 
 
 if __name__ == "__main__":
-    ensure_venv()
+    ensure_venv(__file__)
     main()
