@@ -267,6 +267,19 @@ pub(crate) fn matmul_traced(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         return Ok(z);
     }
     let (a, b) = (a.cast(z.dtype()), b.cast(z.dtype()));
+    if a.ndim() > 2 && b.ndim() == 2 && b.dims()[0] > 0 {
+        // (..., m, k) @ (k, n): the kernel's cotangent is one product over all the leading rows,
+        // (rows, k)^T @ (rows, n), rather than a product per batch entry summed afterwards.
+        let rule: Backward = Box::new(move |g, need| {
+            let (k, n) = (b.dims()[0] as isize, b.dims()[1] as isize);
+            both(
+                need,
+                || crate::ops::matmul(g, &swap_last(&b)?),
+                || crate::ops::matmul(&swap_last(&a.reshape(&[-1, k])?)?, &g.reshape(&[-1, n])?),
+            )
+        });
+        return Ok(record(z, links, rule));
+    }
     let rule: Backward = Box::new(move |g, need| {
         let as_matrix = |t: &Tensor, col: bool| -> Result<Tensor> {
             match (t.ndim(), col) {

@@ -1,7 +1,7 @@
-//! [`Dense`] and [`Embedding`]: Keras's `keras.layers.Dense` and `keras.layers.Embedding`.
+//! [`Dense`]: Keras's `keras.layers.Dense`.
 
 use super::{bad_input, built, handle, ActivationFn, Layer};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::init;
 use crate::scope::Scope;
 use crate::store::StateStore;
@@ -132,97 +132,5 @@ impl Layer for Dense {
 
     fn variables(&self) -> Vec<Variable> {
         self.kernel.iter().chain(self.bias.iter()).cloned().collect()
-    }
-}
-
-/// A lookup table from integer ids to vectors (Keras's `Embedding`): `embeddings[ids]`.
-///
-/// Variable: `embeddings` of shape `(input_dim, output_dim)`, uniform in `[-0.05, 0.05)` (Keras's
-/// `"uniform"`). An input of integer ids of any shape gives that shape plus `output_dim`; an id outside
-/// `[0, input_dim)` is an error (Keras on JAX clamps it silently). The gradient of the table is a
-/// deterministic scatter-add: repeated ids add their rows in a fixed order.
-///
-/// # Examples
-/// ```
-/// use purestate::layers::{self, Embedding, Layer};
-/// use purestate::{Scope, StateStore, Tensor};
-/// let mut state = StateStore::new();
-/// let mut emb = Embedding::new(10, 4);
-/// layers::build(&mut emb, &mut state, &[3])?;
-/// let y = emb.call(&mut Scope::new(&state), &Tensor::from([[1i32, 2, 9]]), false)?;
-/// assert_eq!(y.dims(), [1, 3, 4]);
-/// assert!(emb.call(&mut Scope::new(&state), &Tensor::from([[10i32]]), false).is_err());
-/// # Ok::<(), purestate::Error>(())
-/// ```
-#[derive(Clone, Debug)]
-pub struct Embedding {
-    input_dim: usize,
-    output_dim: usize,
-    name: Option<String>,
-    path: Option<String>,
-    embeddings: Option<Variable>,
-}
-
-impl Embedding {
-    /// A table of `input_dim` vectors of `output_dim` values.
-    pub fn new(input_dim: usize, output_dim: usize) -> Embedding {
-        Embedding { input_dim, output_dim, name: None, path: None, embeddings: None }
-    }
-
-    /// The layer's name (default `embedding`, ...).
-    pub fn name(mut self, name: impl Into<String>) -> Embedding {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// The table, once built.
-    pub fn embeddings(&self) -> Option<&Variable> {
-        self.embeddings.as_ref()
-    }
-}
-
-impl Layer for Embedding {
-    fn default_name(&self) -> &'static str {
-        "embedding"
-    }
-
-    fn name(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-
-    fn build(&mut self, state: &mut StateStore, path: &str, input_shape: &[usize]) -> Result<Vec<usize>> {
-        if self.input_dim == 0 || self.output_dim == 0 {
-            return Err(bad_input(path, input_shape, "`input_dim` and `output_dim` must be positive"));
-        }
-        let table = state.create(
-            VariableSpec::new(init::RandomUniform::new(-0.05, 0.05))
-                .shape([self.input_dim, self.output_dim])
-                .name("embeddings")
-                .name_scope(path),
-        )?;
-        (self.embeddings, self.path) = (Some(table), Some(path.to_string()));
-        Ok(input_shape.iter().copied().chain([self.output_dim]).collect())
-    }
-
-    fn call(&self, scope: &mut Scope, x: &Tensor, _training: bool) -> Result<Tensor> {
-        let path = built(&self.path, "Embedding")?;
-        if !x.dtype().is_integer() {
-            return Err(bad_input(path, x.dims(), format!("expected integer ids, got {}", x.dtype())));
-        }
-        let table = scope.get(handle(&self.embeddings, "Embedding")?)?;
-        table.take(x, Some(0)).map_err(|e| match e {
-            Error::IndexOutOfRange { index, size, .. } => {
-                bad_input(path, x.dims(), format!("id {index} is outside the vocabulary of {size}"))
-            }
-            other => other,
-        })
-    }
-
-    fn path(&self) -> Option<&str> {
-        self.path.as_deref()
-    }
-
-    fn variables(&self) -> Vec<Variable> {
-        self.embeddings.iter().cloned().collect()
     }
 }

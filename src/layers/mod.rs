@@ -1,6 +1,6 @@
 //! Keras layers whose state lives in the store: [`Dense`], [`Conv2D`], [`MaxPooling2D`],
 //! [`AveragePooling2D`], [`GlobalAveragePooling2D`], [`Flatten`], [`BatchNormalization`],
-//! [`LayerNormalization`], [`Dropout`], [`Embedding`], [`Activation`], [`MultiHeadAttention`], chained by
+//! [`LayerNormalization`], [`Dropout`], [`Embedding`], [`PositionEmbedding`], [`Activation`], [`MultiHeadAttention`], chained by
 //! [`Sequential`].
 //!
 //! A layer is options plus, once built, variable handles; never values. [`Layer::build`] creates its variables
@@ -49,6 +49,7 @@ mod attention;
 mod conv;
 mod dense;
 mod dropout;
+mod embedding;
 mod norm;
 mod sequential;
 
@@ -56,8 +57,9 @@ use std::fmt;
 
 pub use attention::MultiHeadAttention;
 pub use conv::{AveragePooling2D, Conv2D, Flatten, GlobalAveragePooling2D, MaxPooling2D};
-pub use dense::{Dense, Embedding};
+pub use dense::Dense;
 pub use dropout::{Activation, Dropout};
+pub use embedding::{Embedding, PositionEmbedding};
 pub use norm::{BatchNormalization, LayerNormalization};
 pub use sequential::Sequential;
 
@@ -212,6 +214,10 @@ pub enum ActivationFn {
     Tanh,
     /// `softmax` over the last axis.
     Softmax,
+    /// `gelu`: the exact (erf) form, Keras's default (`approximate=False`).
+    Gelu,
+    /// `silu` (also `swish`): `x * sigmoid(x)`.
+    Silu,
 }
 
 impl ActivationFn {
@@ -226,11 +232,13 @@ impl ActivationFn {
             "sigmoid" => ActivationFn::Sigmoid,
             "tanh" => ActivationFn::Tanh,
             "softmax" => ActivationFn::Softmax,
+            "gelu" => ActivationFn::Gelu,
+            "silu" | "swish" => ActivationFn::Silu,
             other => {
                 return Err(Error::InvalidOption {
                     option: "activation",
                     got: other.to_string(),
-                    allowed: "linear, relu, sigmoid, tanh, softmax",
+                    allowed: "linear, relu, sigmoid, tanh, softmax, gelu, silu, swish",
                 })
             }
         })
@@ -247,6 +255,8 @@ impl ActivationFn {
             ActivationFn::Sigmoid => x.sigmoid(),
             ActivationFn::Tanh => x.tanh(),
             ActivationFn::Softmax => x.softmax(-1),
+            ActivationFn::Gelu => x.gelu(false),
+            ActivationFn::Silu => x.silu(),
         }
     }
 }

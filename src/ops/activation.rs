@@ -23,7 +23,7 @@
 //! Integer and bool inputs are converted to floatx (float32) first; float16 and bfloat16 compute in float32
 //! and round once.
 
-use super::erf::{erf_f32, erf_f64, erfc_f64};
+use super::erf::{erf_f32, erf_f64, erfc_f32, erfc_f64};
 use super::num::{Float, Real};
 use super::{trace, with_float, DEFAULT_FLOATX};
 use crate::error::{Error, Result};
@@ -176,7 +176,7 @@ impl ActFloat for f32 {
         erf_f32(self)
     }
     fn erfc(self) -> Self {
-        erfc_f64(f64::from(self)) as f32
+        erfc_f32(self)
     }
 }
 

@@ -59,6 +59,9 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             _ => {}
         }
     }
+    if let Some(z) = rows_times_matrix(&a, &b)? {
+        return Ok(z);
+    }
     let mut ad = a.dims().to_vec();
     let mut bd = b.dims().to_vec();
     let (a_vec, b_vec) = (ad.len() == 1, bd.len() == 1);
@@ -126,6 +129,28 @@ fn matmul_2d<T: MatMul + kernels::gemm::Float>(a: &Tensor, b: &Tensor) -> Result
         out = out.remove_axis(Axis(0));
     }
     Ok(Tensor::from(out))
+}
+
+/// `(..., m, k) @ (k, n)` for float32/float64 (a Dense layer over a batch of sequences): one GEMM of all the
+/// leading rows, `(rows, k) @ (k, n)`, instead of one product per batch entry over a copy of `b` broadcast to
+/// every entry. `None` when the operands are not of that form.
+fn rows_times_matrix(a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
+    if a.ndim() <= 2 || b.ndim() != 2 || !matches!(a.dtype(), DType::Float32 | DType::Float64) {
+        return Ok(None);
+    }
+    let (k, n) = (a.dims()[a.ndim() - 1], b.dims()[1]);
+    if k == 0 || k != b.dims()[0] {
+        return Ok(None); // the general path reports the mismatch (or handles the empty product)
+    }
+    let rows = a.size() / k;
+    let a2 = a.reshape(&[rows as isize, k as isize])?;
+    let z = match a.dtype() {
+        DType::Float32 => matmul_2d::<f32>(&a2, b)?,
+        _ => matmul_2d::<f64>(&a2, b)?,
+    };
+    let mut dims: Vec<isize> = a.dims().iter().map(|&d| d as isize).collect();
+    *dims.last_mut().expect("rank > 2") = n as isize;
+    z.reshape(&dims).map(Some)
 }
 
 /// A 1-D view as a row (`col == false`) or column matrix; a 2-D view as it is.

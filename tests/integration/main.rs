@@ -27,3 +27,4 @@ mod store;
 mod tidy;
 mod train;
 mod trainer;
+mod transformer;
