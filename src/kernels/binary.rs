@@ -3,7 +3,8 @@
 //!
 //! Every loop runs over slices, so the compiler vectorizes it: operands with the output's shape and
 //! contiguous go as they are, a single element becomes a constant, a contiguous block that repeats along the
-//! leading axes (a bias row) is tiled; any other operand (strided, or broadcast along an inner axis) is first
+//! leading axes (a bias row) is tiled, one value per row (a `keepdims` reduction over trailing axes) is spread
+//! over its row; any other operand (strided, or broadcast along an inner axis) is first
 //! copied to the output's shape.
 
 use ndarray::{ArrayBase, ArrayD, ArrayViewD, DataMut, Dimension, IxDyn, Zip};
@@ -77,6 +78,11 @@ where
     let dim = broadcast_dim(op, a.shape(), b.shape())?;
     let shape = dim.slice();
     let n: usize = shape.iter().product();
+    // An operand that is one value per row of the output (LayerNorm's mean against its input): each value
+    // spread over a row, without a copy of the operand at the output's shape.
+    if let Some(out) = spread_pair(a, b, shape, &f) {
+        return Ok(out.into_array(dim));
+    }
     let (a_full, b_full);
     let mut la = layout(a, shape);
     let lb = match layout(b, shape) {
@@ -197,6 +203,13 @@ where
     if shape != dst.shape() {
         return Err(Error::Broadcast { op, lhs: Shape::from(dst.shape()), rhs: Shape::from(src.shape()) });
     }
+    if let (Some((y, width)), Some(d)) = (spread(src, shape), dst.as_slice_mut()) {
+        tiled(d, width, |o, i| {
+            let y = y[i / width];
+            o.iter_mut().for_each(|x| *x = f(*x, y));
+        });
+        return Ok(());
+    }
     let src_full;
     let ls = match layout(src, shape) {
         Some(l) => l,
@@ -227,7 +240,9 @@ where
     B: Copy + Send + Sync,
     C: Send,
 {
-    let leaf = |o: &mut [C], x: &[A], y: &[B]| o.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (&x, &y))| *o = f(x, y));
+    let leaf = |o: &mut [C], x: &[A], y: &[B]| {
+        super::simd::dispatch(|| o.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (&x, &y))| *o = f(x, y)))
+    };
     if out.len() < THRESHOLD {
         leaf(out, a, b);
     } else {
@@ -256,6 +271,54 @@ fn layout<'s, T: Copy>(v: &'s ArrayViewD<'_, T>, shape: &[usize]) -> Option<Lay<
     (!s.is_empty() && shape.ends_with(trailing)).then_some(Lay::Tile(s))
 }
 
+/// `v` as one value per row of `width` elements of `shape`: contiguous, of the same rank, equal to `shape` up
+/// to some axis and 1 on every axis after it (a reduction with `keepdims` over the trailing axes).
+fn spread<'s, T>(v: &'s ArrayViewD<'_, T>, shape: &[usize]) -> Option<(&'s [T], usize)> {
+    if v.ndim() != shape.len() || v.shape() == shape {
+        return None;
+    }
+    let s = v.as_slice()?;
+    let k = v.shape().iter().rposition(|&d| d != 1).map_or(0, |p| p + 1);
+    if k == 0 || v.shape()[..k] != shape[..k] {
+        return None;
+    }
+    let width: usize = shape[k..].iter().product();
+    (width > 1 && !s.is_empty()).then_some((s, width))
+}
+
+/// `f(a, b)` into a new buffer when one operand has the output's shape (contiguous) and the other is
+/// [`spread`] over its rows; `None` otherwise.
+fn spread_pair<A, B, C>(
+    a: &ArrayViewD<'_, A>,
+    b: &ArrayViewD<'_, B>,
+    shape: &[usize],
+    f: &(impl Fn(A, B) -> C + Sync + Send),
+) -> Option<super::buffer::Buffer<C>>
+where
+    A: Copy + Send + Sync,
+    B: Copy + Send + Sync,
+    C: Copy + Send + Sync + Default + 'static,
+{
+    let n: usize = shape.iter().product();
+    if let (Some(x), Some((y, width))) = (a.as_slice().filter(|_| a.shape() == shape), spread(b, shape)) {
+        let mut buf = super::buffer::alloc::<C>(n);
+        tiled(buf.as_mut_slice(), width, |o, i| {
+            let y = y[i / width];
+            o.iter_mut().zip(&x[i..]).for_each(|(o, &x)| *o = f(x, y));
+        });
+        return Some(buf);
+    }
+    if let (Some((x, width)), Some(y)) = (spread(a, shape), b.as_slice().filter(|_| b.shape() == shape)) {
+        let mut buf = super::buffer::alloc::<C>(n);
+        tiled(buf.as_mut_slice(), width, |o, i| {
+            let x = x[i / width];
+            o.iter_mut().zip(&y[i..]).for_each(|(o, &y)| *o = f(x, y));
+        });
+        return Some(buf);
+    }
+    None
+}
+
 /// `v` broadcast to `shape`, in standard layout (a copy).
 fn materialize<T: Copy>(v: &ArrayViewD<'_, T>, shape: &[usize]) -> ArrayD<T> {
     v.broadcast(IxDyn(shape)).expect("checked by broadcast_shapes").as_standard_layout().into_owned()
@@ -267,9 +330,11 @@ fn tiled<C: Send>(out: &mut [C], row: usize, f: impl Fn(&mut [C], usize) + Sync 
     let rows_per_task = (CHUNK / row).max(1);
     let per_row = |k: usize, block: &mut [C]| {
         let base = k * rows_per_task * row;
-        for (r, o) in block.chunks_mut(row).enumerate() {
-            f(o, base + r * row);
-        }
+        super::simd::dispatch(|| {
+            for (r, o) in block.chunks_mut(row).enumerate() {
+                f(o, base + r * row);
+            }
+        })
     };
     if out.len() < THRESHOLD {
         out.chunks_mut(rows_per_task * row).enumerate().for_each(|(k, block)| per_row(k, block));

@@ -21,6 +21,7 @@
 //! | [`gemm`](mod@gemm) | `gemm`, `gemm_batched`: f32/f64 matrix products over rayon (the one audited foreign call), deterministic |
 //! | [`par`] | `map_tasks`: coarse jobs (one per replica) in parallel, results in order |
 //! | [`rows`] | `for_rows`: whole rows of an output written in parallel (convolution and pooling) |
+//! | [`simd`] | `dispatch`: elementwise loops compiled for AVX2+FMA too, picked at run time, same bits |
 
 pub mod binary;
 pub mod buffer;
@@ -30,6 +31,7 @@ pub mod gemm;
 pub mod par;
 pub mod reduce;
 pub mod rows;
+pub mod simd;
 pub mod unary;
 pub mod zip_mut;
 

@@ -26,7 +26,8 @@ where
     match a.as_slice() {
         Some(src) if src.len() < THRESHOLD => {
             // One thread: extend an empty vector (no zero-fill pass, no pool).
-            Array::from_shape_vec(a.raw_dim(), src.iter().map(|&x| f(x)).collect()).expect("same length")
+            let values = super::simd::dispatch(|| src.iter().map(|&x| f(x)).collect());
+            Array::from_shape_vec(a.raw_dim(), values).expect("same length")
         }
         Some(src) => {
             let mut out = super::buffer::alloc::<B>(src.len());
@@ -53,10 +54,11 @@ where
     A: Copy + Send + Sync,
     B: Send,
 {
+    let leaf = |o: &mut [B], x: &[A]| super::simd::dispatch(|| o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x)));
     if src.len() < THRESHOLD {
-        dst.iter_mut().zip(src).for_each(|(o, &x)| *o = f(x));
+        leaf(dst, src);
     } else {
-        super::par_chunks_mut(dst, CHUNK, &|i, o| o.iter_mut().zip(&src[i * CHUNK..]).for_each(|(o, &x)| *o = f(x)));
+        super::par_chunks_mut(dst, CHUNK, &|i, o| leaf(o, &src[i * CHUNK..]));
     }
 }
 
@@ -70,8 +72,10 @@ where
 {
     let n = a.len();
     match a.as_slice_mut() {
-        Some(s) if n >= THRESHOLD => super::par_chunks_mut(s, CHUNK, &|_, c| c.iter_mut().for_each(|x| *x = f(*x))),
-        Some(s) => s.iter_mut().for_each(|x| *x = f(*x)),
+        Some(s) if n >= THRESHOLD => {
+            super::par_chunks_mut(s, CHUNK, &|_, c| super::simd::dispatch(|| c.iter_mut().for_each(|x| *x = f(*x))))
+        }
+        Some(s) => super::simd::dispatch(|| s.iter_mut().for_each(|x| *x = f(*x))),
         None => a.map_inplace(|x| *x = f(*x)),
     }
 }

@@ -140,6 +140,7 @@ macro_rules! lanes_tuple {
                 $(let $v = $v.split_at(mid);)+
                 (($($v.0,)+), ($($v.1,)+))
             }
+            #[inline(always)]
             fn for_each(self, f: &(impl Fn(Self::Item) + Sync)) {
                 lanes_tuple!(@zip f; self; $($l $v),+);
             }
@@ -217,7 +218,7 @@ pub fn zip_mut<L: Lanes>(lanes: L, f: impl Fn(L::Item) + Sync + Send) -> Result<
         });
     };
     if n < THRESHOLD {
-        lanes.for_each(&f);
+        super::simd::dispatch(|| lanes.for_each(&f));
         return Ok(());
     }
     let mut chunks = Vec::with_capacity(n.div_ceil(CHUNK));
@@ -228,7 +229,7 @@ pub fn zip_mut<L: Lanes>(lanes: L, f: impl Fn(L::Item) + Sync + Send) -> Result<
         rest = tail;
     }
     chunks.push(rest);
-    super::par_items(chunks, &|chunk: L| chunk.for_each(&f));
+    super::par_items(chunks, &|chunk: L| super::simd::dispatch(|| chunk.for_each(&f)));
     Ok(())
 }
 

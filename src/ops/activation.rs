@@ -172,9 +172,11 @@ impl ActFloat for f32 {
     fn is_nan(self) -> bool {
         f32::is_nan(self)
     }
+    #[inline(always)]
     fn erf(self) -> Self {
         erf_f32(self)
     }
+    #[inline(always)]
     fn erfc(self) -> Self {
         erfc_f32(self)
     }
@@ -206,6 +208,7 @@ const FRAC_1_SQRT_2: f64 = std::f64::consts::FRAC_1_SQRT_2;
 const FRAC_2_SQRT_PI: f64 = std::f64::consts::FRAC_2_SQRT_PI;
 
 /// `logaddexp(x, 0)` as JAX computes it: NaN stays NaN.
+#[inline(always)]
 fn softplus<C: ActFloat>(x: C) -> C {
     if x.is_nan() {
         return x;
@@ -222,6 +225,7 @@ fn finite_or_zero<C: ActFloat>(x: C) -> C {
     }
 }
 
+#[inline(always)]
 fn sigmoid<C: ActFloat>(x: C) -> C {
     C::ONE / (C::ONE + (-x).exp())
 }
@@ -241,6 +245,7 @@ impl Act {
         }
     }
 
+    #[inline(always)] // into the AVX2 + FMA loops of `kernels::simd`
     fn value<C: ActFloat>(self, x: C) -> C {
         let half = C::c(0.5);
         match self {
@@ -280,6 +285,7 @@ impl Act {
     }
 
     /// The cotangent of `x` from the cotangent `g` of `z = value(x)`.
+    #[inline(always)]
     fn grad<C: ActFloat>(self, g: C, x: C, z: C) -> C {
         let half = C::c(0.5);
         match self {
@@ -333,8 +339,37 @@ impl Act {
 fn activate(x: &Tensor, act: Act) -> Result<Tensor> {
     let x = if x.dtype().is_float() { x.clone() } else { x.cast(DEFAULT_FLOATX) };
     let xd = x.detached();
+    // The common activations get a loop each with the variant known at compile time, so that the loop body is
+    // straight-line code the compiler can vectorize (`kernels::simd`); the rest share one loop.
+    macro_rules! each_act {
+        ($act:expr, $a:ident => $body:expr) => {
+            match $act {
+                Act::Gelu => {
+                    let $a = Act::Gelu;
+                    $body
+                }
+                Act::GeluTanh => {
+                    let $a = Act::GeluTanh;
+                    $body
+                }
+                Act::Silu => {
+                    let $a = Act::Silu;
+                    $body
+                }
+                Act::Erf => {
+                    let $a = Act::Erf;
+                    $body
+                }
+                other => {
+                    let $a = other;
+                    $body
+                }
+            }
+        };
+    }
     let z = with_float!(xd.dtype(), T => {
-        Tensor::from(kernels::map(xd.array::<T>()?, move |v: T| T::down(act.value(v.up()))))
+        let xa = xd.array::<T>()?;
+        each_act!(act, a => Tensor::from(kernels::map(xa, move |v: T| T::down(a.value(v.up())))))
     }, _ => return Err(Error::UnsupportedDType { op: act.name(), dtype: xd.dtype() }));
     if !trace::any_traced(&[&x]) {
         return Ok(z);
@@ -344,9 +379,9 @@ fn activate(x: &Tensor, act: Act) -> Result<Tensor> {
         let g = g.cast(xd.dtype());
         let gx = with_float!(xd.dtype(), T => {
             let (gv, xv, zv) = (g.array::<T>()?.view(), xd.array::<T>()?.view(), zd.array::<T>()?.view());
-            Tensor::from(kernels::zip3_map(act.name(), &gv, &xv, &zv, move |g: T, x: T, z: T| {
-                T::down(act.grad(g.up(), x.up(), z.up()))
-            })?)
+            each_act!(act, a => Tensor::from(kernels::zip3_map(act.name(), &gv, &xv, &zv, move |g: T, x: T, z: T| {
+                T::down(a.grad(g.up(), x.up(), z.up()))
+            })?))
         }, _ => unreachable!("the activations compute in a float dtype"));
         Ok(vec![Some(gx)])
     }))

@@ -22,6 +22,7 @@
 
 /// `erf(x)` in float32, as XLA's CPU backend computes it.
 #[allow(clippy::excessive_precision)] // the digits as XLA writes them
+#[inline(always)] // into the AVX2 + FMA loops of `kernels::simd`
 pub(crate) fn erf_f32(x: f32) -> f32 {
     const CLAMP: f32 = 3.832_506_856_900_711;
     const ALPHA: [f32; 5] = [
@@ -51,6 +52,7 @@ pub(crate) fn erf_f32(x: f32) -> f32 {
 
 /// `erfc(x)` in float32, as XLA evaluates it (see the module's notes).
 #[allow(clippy::excessive_precision)] // the digits as XLA writes them
+#[inline(always)]
 pub(crate) fn erfc_f32(x: f32) -> f32 {
     const MAXLOG: f32 = 88.722_839_052_068_35;
     const P: [f32; 9] = [

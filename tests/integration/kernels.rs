@@ -135,3 +135,44 @@ fn matmul_is_bit_identical_on_every_pool() {
     let got = results[0][3].to_f64_vec()[5 * 1024 + 7];
     assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{got} vs {want}");
 }
+
+/// A few steps of elementwise work whose loops are dispatched to AVX2 + FMA (`kernels::simd`): activations
+/// with polynomial kernels, broadcasting arithmetic, softmax, LayerNorm-style statistics, an Adam update.
+fn dispatched_work() -> Vec<Tensor> {
+    let x = matrix(96, 700, 21);
+    let mean = x.mean(-1, true).unwrap();
+    let centered = x.sub(&mean).unwrap();
+    let mut state = purestate::StateStore::new();
+    let w = state.create(purestate::VariableSpec::new(x.clone()).name("w")).unwrap();
+    let mut opt = purestate::optim::Adam::new(1e-3);
+    purestate::optim::Optimizer::build(&mut opt, &mut state, &[w.clone()]).unwrap();
+    let grads = purestate::grad::Grads::from_pairs([(w.clone(), centered.clone())]).unwrap();
+    let next = purestate::optim::Optimizer::apply(&opt, state, &grads).unwrap();
+    vec![
+        x.gelu(false).unwrap(),
+        x.gelu(true).unwrap(),
+        x.erf().unwrap(),
+        x.silu().unwrap(),
+        x.mul(3.0).unwrap().exp().unwrap().tanh().unwrap(),
+        centered.clone(),
+        centered
+            .div(&centered.square().unwrap().mean(-1, true).unwrap().add(1e-5).unwrap().sqrt().unwrap())
+            .unwrap(),
+        x.softmax(-1).unwrap(),
+        next.get(&w).unwrap(),
+    ]
+}
+
+#[test]
+fn dispatched_loops_give_the_baseline_bits() {
+    use purestate::kernels::simd;
+    let best = dispatched_work();
+    simd::force_baseline(true);
+    assert_eq!(simd::level(), simd::Level::Baseline);
+    let baseline = dispatched_work();
+    simd::force_baseline(false);
+    assert_eq!(simd::level(), simd::detected());
+    for (i, (a, b)) in best.iter().zip(&baseline).enumerate() {
+        assert!(a.bit_eq(b), "result {i} differs between the {:?} and the baseline loops", simd::detected());
+    }
+}
