@@ -1,6 +1,8 @@
 //! Kernel throughput beside its baselines, measured in the same run: add, mul-add and sum at 1e3, 1e5 and
 //! 1e7 float32 elements, each next to a plain `ndarray` loop on one thread and a `copy_from_slice` that moves
-//! the same number of bytes; and the parallel threshold (`threshold/*`: one thread vs chunks over rayon).
+//! the same number of bytes; the parallel threshold (`threshold/*`: one thread vs chunks over rayon); and the
+//! run-time dispatch (`dispatch/<op>/<n>`: `exp`, `tanh`, `add` and the exact `gelu` on the AVX2 + FMA loops
+//! of `kernels::simd` beside the same ops forced onto the baseline loops, same bits).
 //!
 //! Throughput counts bytes read plus bytes written: add and mul-add move 12 bytes per element (two reads and
 //! one write of f32), sum 4; the copy moves the same total (half read, half written), so GB/s compare
@@ -107,5 +109,28 @@ fn threshold(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, add, mul_add, sum, threshold);
+fn dispatch(c: &mut Criterion) {
+    use kernels::simd;
+    type Op = fn(&Tensor, &Tensor) -> Tensor;
+    let ops: [(&str, Op); 4] = [
+        ("exp", |x, _| x.exp().unwrap()),
+        ("tanh", |x, _| x.tanh().unwrap()),
+        ("add", |x, y| x.add(y).unwrap()),
+        ("gelu", |x, _| x.gelu(false).unwrap()),
+    ];
+    for n in [100_000, 10_000_000] {
+        let (x, y) = (Tensor::from(values(n, -0.5)), Tensor::from(values(n, 2.0)));
+        for (name, op) in ops {
+            let mut g = c.benchmark_group(format!("dispatch/{name}/{n}"));
+            g.throughput(Throughput::Elements(n as u64));
+            g.bench_function(format!("{:?}", simd::detected()).to_lowercase(), |b| b.iter(|| op(black_box(&x), &y)));
+            simd::force_baseline(true);
+            g.bench_function("baseline", |b| b.iter(|| op(black_box(&x), &y)));
+            simd::force_baseline(false);
+            g.finish();
+        }
+    }
+}
+
+criterion_group!(benches, add, mul_add, sum, threshold, dispatch);
 criterion_main!(benches);

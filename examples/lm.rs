@@ -9,8 +9,9 @@
 //!
 //! Killed at any point and started again with the same command, the run resumes at its last durable version
 //! and ends with the same `head vN fingerprint ...` line as a run never interrupted. A finished run started
-//! again prints its result and replays its last steps (`--replay all`: every step) bit for bit, without
-//! training. `--fresh` deletes the run first.
+//! again prints its result and replays its last evaluation interval (`--replay N`: at least the last N steps;
+//! `--replay all`: every step) bit for bit, without training. `--fresh` deletes the run first. The run
+//! directory keeps the last two durable states and the state at every evaluation point.
 //!
 //! `cargo run --release --example lm -- [--run DIR] [--fresh] [--steps N] [--batch B] [--lr X] [--seed S]
 //!  [--threads T] [--layers L] [--heads H] [--d-model D] [--context T] [--eval-every N] [--replay N|all]
@@ -40,6 +41,8 @@ struct Args {
     threads: usize,
     config: Config,
     eval_every: u32,
+    /// Replay at least the last N steps (from the evaluation point before); `Some(0)` (`all`) from v0; `None`:
+    /// the last evaluation interval.
     replay: Option<u32>,
     sample: usize,
     stop_after: Option<u32>,
@@ -60,7 +63,7 @@ fn parse_args() -> Result<Args, String> {
         threads: 0,
         config: Config { vocab: 0, context: 64, layers: 4, heads: 4, d_model: 128 },
         eval_every: 250,
-        replay: Some(100),
+        replay: None,
         sample: 400,
         stop_after: None,
     };
@@ -90,7 +93,7 @@ fn parse_args() -> Result<Args, String> {
             "--stop-after" => args.stop_after = Some(num(&flag, value()?)?),
             "--replay" => {
                 let v = value()?;
-                args.replay = if v == "all" { None } else { Some(num(&flag, v)?) };
+                args.replay = if v == "all" { Some(0) } else { Some(num(&flag, v)?) };
             }
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
@@ -153,9 +156,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let params: usize = model.variables().iter().map(|v| state.get(v).map(|t| t.size()).unwrap_or(0)).sum();
     println!("{params} parameters, {} variables in the state with AdamW's slots and averages", state.len());
 
+    // A state is 13 MB (weights, AdamW's two slots, the averages): the run directory keeps the last two durable
+    // states and every evaluation point's (where a replay starts), not every durable point's.
+    let every = u64::from(args.eval_every);
     let options = RunOptions::default()
-        .durability(Durability::Batched { versions: Some(25), millis: Some(1000) })
-        .memory_retention(Retention::keep_last(8).and_every(args.eval_every as u64));
+        .durability(Durability::Batched { versions: Some(50), millis: Some(5000) })
+        .store_every(every)
+        .disk_retention(Retention::keep_last(2).and_every(every))
+        .memory_retention(Retention::keep_last(8).and_every(every));
     let resuming = args.run.join("RUN").exists();
     let mut trainer: Trainer<StepRecord> = if resuming {
         let mut trainer = Trainer::open_run(&args.run, options)?;
@@ -180,9 +188,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             c.context
         );
         println!("head v{} fingerprint {}", trainer.head(), trainer.fingerprint(trainer.head())?);
+        // From the evaluation point at or before `head - N` (a state the run directory keeps).
         let from = match args.replay {
-            Some(n) => trainer.head().saturating_sub(u64::from(n)),
-            None => 0,
+            Some(0) => 0,
+            Some(n) => trainer.head().saturating_sub(u64::from(n)) / every * every,
+            None => trainer.head().saturating_sub(1) / every * every,
         };
         let started = Instant::now();
         let report = trainer.replay(from, trainer.head(), step_fn)?;

@@ -155,9 +155,7 @@ fn dispatched_work() -> Vec<Tensor> {
         x.silu().unwrap(),
         x.mul(3.0).unwrap().exp().unwrap().tanh().unwrap(),
         centered.clone(),
-        centered
-            .div(&centered.square().unwrap().mean(-1, true).unwrap().add(1e-5).unwrap().sqrt().unwrap())
-            .unwrap(),
+        centered.div(&centered.square().unwrap().mean(-1, true).unwrap().add(1e-5).unwrap().sqrt().unwrap()).unwrap(),
         x.softmax(-1).unwrap(),
         next.get(&w).unwrap(),
     ]

@@ -290,11 +290,12 @@ fn no_two_files_of_a_module_import_each_other() {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
-// The crate denies `unsafe_code`; the one exception is the audited call into the `gemm` crate.
+// The crate denies `unsafe_code`; the two exceptions are audited: the call into the `gemm` crate, and the call of
+// the AVX2 + FMA loop function after the CPU check in `kernels::simd`.
 #[test]
-fn only_the_gemm_kernel_contains_unsafe() {
+fn only_the_gemm_kernel_and_the_simd_dispatch_contain_unsafe() {
     for (path, text) in sources() {
-        if path == "kernels/gemm.rs" {
+        if path == "kernels/gemm.rs" || path == "kernels/simd.rs" {
             assert_eq!(text.matches("unsafe {").count(), 1, "src/{path}: exactly one unsafe block");
             assert!(text.contains("// SAFETY:"), "src/{path}: the unsafe block has no SAFETY argument");
             continue;
