@@ -145,7 +145,7 @@ fn dispatched_work() -> Vec<Tensor> {
     let mut state = purestate::StateStore::new();
     let w = state.create(purestate::VariableSpec::new(x.clone()).name("w")).unwrap();
     let mut opt = purestate::optim::Adam::new(1e-3);
-    purestate::optim::Optimizer::build(&mut opt, &mut state, &[w.clone()]).unwrap();
+    purestate::optim::Optimizer::build(&mut opt, &mut state, std::slice::from_ref(&w)).unwrap();
     let grads = purestate::grad::Grads::from_pairs([(w.clone(), centered.clone())]).unwrap();
     let next = purestate::optim::Optimizer::apply(&opt, state, &grads).unwrap();
     vec![
@@ -155,7 +155,7 @@ fn dispatched_work() -> Vec<Tensor> {
         x.silu().unwrap(),
         x.mul(3.0).unwrap().exp().unwrap().tanh().unwrap(),
         centered.clone(),
-        centered.div(&centered.square().unwrap().mean(-1, true).unwrap().add(1e-5).unwrap().sqrt().unwrap()).unwrap(),
+        centered.div(centered.square().unwrap().mean(-1, true).unwrap().add(1e-5).unwrap().sqrt().unwrap()).unwrap(),
         x.softmax(-1).unwrap(),
         next.get(&w).unwrap(),
     ]
