@@ -1,11 +1,11 @@
 //! Elementwise loops compiled twice and picked at run time: once for the baseline x86-64 the crate is built
 //! for (SSE2), once with AVX2 and FMA enabled, taken when the CPU has both.
 //!
-//! [`dispatch`] runs a loop inside a function compiled with `#[target_feature(enable = "avx2,fma")]`; the
+//! `dispatch` (crate-internal) runs a loop inside a function compiled with `#[target_feature(enable = "avx2,fma")]`; the
 //! loop's body is inlined there, so the compiler vectorizes it over 256-bit registers and lowers `mul_add` to
 //! one `vfmadd` instruction instead of a call to the C library's `fmaf`. This is the crate's second audited
 //! `unsafe` (beside [`gemm`](super::gemm)): calling a target-feature function is sound only on a CPU with
-//! those features, and [`dispatch`] calls it only after `is_x86_feature_detected!` said so.
+//! those features, and `dispatch` calls it only after `is_x86_feature_detected!` said so.
 //!
 //! **Bits do not depend on the path.** Rust never contracts `a * b + c` into a fused multiply-add nor
 //! reorders floating-point additions, so a vectorized elementwise loop computes each element with the same
