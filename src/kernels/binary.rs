@@ -316,24 +316,38 @@ where
     B: Copy + Send + Sync,
     C: Copy + Send + Sync + Default + 'static,
 {
-    let n: usize = shape.iter().product();
-    if let (Some(x), Some((y, width))) = (a.as_slice().filter(|_| a.shape() == shape), spread(b, shape)) {
-        let mut buf = super::buffer::alloc::<C>(n);
-        tiled(buf.as_mut_slice(), width, |o, i| {
-            let y = y[i / width];
-            o.iter_mut().zip(&x[i..]).for_each(|(o, &x)| *o = f(x, y));
-        });
-        return Some(buf);
+    if let (Some(x), Some((y, width))) = (whole(a, shape), spread(b, shape)) {
+        return Some(spread_over_rows(x, y, width, f));
     }
-    if let (Some((x, width)), Some(y)) = (spread(a, shape), b.as_slice().filter(|_| b.shape() == shape)) {
-        let mut buf = super::buffer::alloc::<C>(n);
-        tiled(buf.as_mut_slice(), width, |o, i| {
-            let x = x[i / width];
-            o.iter_mut().zip(&y[i..]).for_each(|(o, &y)| *o = f(x, y));
-        });
-        return Some(buf);
+    if let (Some((x, width)), Some(y)) = (spread(a, shape), whole(b, shape)) {
+        return Some(spread_over_rows(y, x, width, |y, x| f(x, y)));
     }
     None
+}
+
+/// `v`'s elements when it has the output's `shape` and is contiguous.
+fn whole<'s, T>(v: &'s ArrayViewD<'_, T>, shape: &[usize]) -> Option<&'s [T]> {
+    v.as_slice().filter(|_| v.shape() == shape)
+}
+
+/// `g(full[i], rows[i / width])` for every element of `full`, into a new buffer.
+fn spread_over_rows<X, Y, C>(
+    full: &[X],
+    rows: &[Y],
+    width: usize,
+    g: impl Fn(X, Y) -> C + Sync + Send,
+) -> super::buffer::Buffer<C>
+where
+    X: Copy + Send + Sync,
+    Y: Copy + Send + Sync,
+    C: Copy + Send + Sync + Default + 'static,
+{
+    let mut buf = super::buffer::alloc::<C>(full.len());
+    tiled(buf.as_mut_slice(), width, |o, i| {
+        let y = rows[i / width];
+        o.iter_mut().zip(&full[i..]).for_each(|(o, &x)| *o = g(x, y));
+    });
+    buf
 }
 
 /// `v` broadcast to `shape`, in standard layout (a copy).
