@@ -7,7 +7,7 @@
 //! over its row; any other operand (strided, or broadcast along an inner axis) is first
 //! copied to the output's shape.
 
-use ndarray::{ArrayBase, ArrayD, ArrayViewD, DataMut, Dimension, IxDyn, Zip};
+use ndarray::{ArrayBase, ArrayD, ArrayViewD, CowArray, DataMut, Dimension, IxDyn, Zip};
 
 use super::{unary, CHUNK, THRESHOLD};
 use crate::base::Shape;
@@ -71,8 +71,8 @@ pub fn zip_map<A, B, C>(
     f: impl Fn(A, B) -> C + Sync + Send,
 ) -> Result<ArrayD<C>>
 where
-    A: Copy + Send + Sync,
-    B: Copy + Send + Sync,
+    A: Copy + Default + Send + Sync + 'static,
+    B: Copy + Default + Send + Sync + 'static,
     C: Copy + Send + Sync + Default + 'static,
 {
     let dim = broadcast_dim(op, a.shape(), b.shape())?;
@@ -154,9 +154,9 @@ pub fn zip3_map<A, B, C, D>(
     f: impl Fn(A, B, C) -> D + Sync + Send,
 ) -> Result<ArrayD<D>>
 where
-    A: Copy + Send + Sync,
-    B: Copy + Send + Sync,
-    C: Copy + Send + Sync,
+    A: Copy + Default + Send + Sync + 'static,
+    B: Copy + Default + Send + Sync + 'static,
+    C: Copy + Default + Send + Sync + 'static,
     D: Copy + Send + Sync + Default + 'static,
 {
     let ab = broadcast_shapes(op, a.shape(), b.shape())?;
@@ -213,7 +213,7 @@ pub fn zip_map_assign<S, A, B>(
 where
     S: DataMut<Elem = A>,
     A: Copy + Send + Sync,
-    B: Copy + Send + Sync,
+    B: Copy + Default + Send + Sync + 'static,
 {
     let dim = broadcast_dim(op, dst.shape(), src.shape())?;
     let shape = dim.slice();
@@ -351,8 +351,13 @@ where
 }
 
 /// `v` broadcast to `shape`, in standard layout (a copy).
-fn materialize<T: Copy>(v: &ArrayViewD<'_, T>, shape: &[usize]) -> ArrayD<T> {
-    v.broadcast(IxDyn(shape)).expect("checked by broadcast_shapes").as_standard_layout().into_owned()
+/// `v` broadcast to `shape` in standard layout: borrowed when it already is (an operand of the output's shape),
+/// else copied by [`super::layout::to_standard`].
+fn materialize<'a, T: Copy + Default + Send + Sync + 'static>(
+    v: &'a ArrayViewD<'_, T>,
+    shape: &[usize],
+) -> CowArray<'a, T, IxDyn> {
+    super::layout::standard(v.broadcast(IxDyn(shape)).expect("checked by broadcast_shapes"))
 }
 
 /// Runs `f(block, offset)` over `out` cut into blocks of whole rows of `row` elements, in parallel from

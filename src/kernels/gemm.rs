@@ -145,6 +145,21 @@ pub fn gemm_on<T: Float>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>, out: &mut [
 pub fn gemm_batched<T: Float>(a: ArrayView3<'_, T>, b: ArrayView3<'_, T>, out: &mut [T]) {
     let ((batch, m, k), (batch2, k2, n)) = (a.dim(), b.dim());
     assert_eq!((batch, k), (batch2, k2), "gemm_batched: batch or inner dimensions differ");
+    gemm_each(batch, (m, k, n), |i| (a.index_axis(Axis(0), i), b.index_axis(Axis(0), i)), out);
+}
+
+/// [`gemm_batched`] over products given by their index: `operands(i)` is the pair of views `(a_i, b_i)`, of
+/// shapes `(m, k)` and `(k, n)`, in any layout (a broadcast or permuted stack is never copied whole: `gemm`
+/// packs each operand's blocks itself). `a_i @ b_i` goes to `out[i * m * n..(i + 1) * m * n]`.
+///
+/// # Panics
+/// When an operand has another shape or `out` has the wrong length (bugs in the caller).
+pub fn gemm_each<'a, T: Float>(
+    batch: usize,
+    (m, k, n): (usize, usize, usize),
+    operands: impl Fn(usize) -> (ArrayView2<'a, T>, ArrayView2<'a, T>) + Sync,
+    out: &mut [T],
+) {
     assert_eq!(out.len(), batch * m * n, "gemm_batched: output length is not batch * m * n");
     let size = m * n;
     if size == 0 {
@@ -152,7 +167,9 @@ pub fn gemm_batched<T: Float>(a: ArrayView3<'_, T>, b: ArrayView3<'_, T>, out: &
     }
     let work = size.saturating_mul(k);
     let member = |i: usize, o: &mut [T], threads: usize| {
-        gemm_on(a.index_axis(Axis(0), i), b.index_axis(Axis(0), i), o, threads);
+        let (a, b) = operands(i);
+        assert_eq!((a.dim(), b.dim()), ((m, k), (k, n)), "gemm_batched: an operand has another shape");
+        gemm_on(a, b, o, threads);
     };
     if work >= THRESHOLD || batch < 2 || work.saturating_mul(batch) < THRESHOLD {
         for (i, o) in out.chunks_mut(size).enumerate() {

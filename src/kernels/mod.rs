@@ -7,7 +7,7 @@
 //! pairwise tree, so they are bit-identical for any `RAYON_NUM_THREADS`.
 //!
 //! Contiguous data goes through slices, so the compiler vectorizes the inner loops; strided views are copied
-//! to standard layout first (or, for an in-place destination, walked with `ndarray`'s `Zip`).
+//! to standard layout first ([`layout`]) (or, for an in-place destination, walked with `ndarray`'s `Zip`).
 //!
 //! | file | holds |
 //! | --- | --- |
@@ -19,6 +19,7 @@
 //! | [`gather`] | `fill_chunks`, `gather_rows` (`take`), `scatter_add_rows` (its gradient: grouped by destination, no atomics) |
 //! | [`buffer`] | output buffers of large results: recycled through a bounded pool, staggered start offsets |
 //! | [`gemm`](mod@gemm) | `gemm`, `gemm_batched`: f32/f64 matrix products over rayon (the one audited foreign call), deterministic |
+//! | [`layout`] | `standard`, `to_standard`: a strided or broadcast view in row-major order, a row per copy, in parallel |
 //! | [`par`] | `map_tasks`: coarse jobs (one per replica) in parallel, results in order |
 //! | [`rows`] | `for_rows`: whole rows of an output written in parallel (convolution and pooling) |
 //! | [`simd`] | `dispatch`: elementwise loops compiled for AVX2+FMA too, picked at run time, same bits |
@@ -28,6 +29,7 @@ pub mod buffer;
 pub mod chunks;
 pub mod gather;
 pub mod gemm;
+pub mod layout;
 pub mod par;
 pub mod reduce;
 pub mod rows;

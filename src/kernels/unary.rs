@@ -19,7 +19,7 @@ use super::{CHUNK, THRESHOLD};
 pub fn map<S, A, B, D>(a: &ArrayBase<S, D>, f: impl Fn(A) -> B + Sync + Send) -> Array<B, D>
 where
     S: Data<Elem = A>,
-    A: Copy + Send + Sync,
+    A: Copy + Default + Send + Sync + 'static,
     B: Copy + Send + Sync + Default + 'static,
     D: Dimension,
 {
@@ -37,7 +37,7 @@ where
             map_slice(src, out.as_mut_slice(), f);
             out.into_array(a.raw_dim())
         }
-        None => map(&a.as_standard_layout(), f),
+        None => map(&super::layout::standard(a.view()), f),
     }
 }
 

@@ -341,7 +341,7 @@ pub(super) fn check_positive(op: &'static str, arg: &'static str, v: [usize; 2])
 
 /// The contiguous elements of a tensor of element type `T` (copied only when not in standard layout).
 pub(super) fn contiguous<T: Element>(t: &Tensor) -> Result<ndarray::CowArray<'_, T, ndarray::IxDyn>> {
-    Ok(t.array::<T>()?.as_standard_layout())
+    Ok(crate::kernels::layout::standard(t.array::<T>()?.view()))
 }
 
 /// The convolution in `T`, recorded on the tape when an operand is traced.

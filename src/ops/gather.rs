@@ -62,7 +62,7 @@ impl Tensor {
         let xd = x.detached();
         let z = with_dtype!(xd.dtype(), T => {
             let a = xd.array::<T>()?;
-            let src = a.as_standard_layout();
+            let src = kernels::layout::standard(a.view());
             let mut buf = kernels::buffer::alloc::<T>(rows.len() * inner);
             kernels::gather_rows(src.as_slice().expect("standard layout"), inner, &rows, buf.as_mut_slice());
             Tensor::from(buf.into_arrayd(&out_dims))

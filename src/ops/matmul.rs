@@ -83,16 +83,21 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let batch = kernels::broadcast_shapes(OP, &ad[..ad.len() - 2], &bd[..bd.len() - 2])?;
     let mut out_dims = batch.clone();
     out_dims.extend([m, n]);
+    if a_vec {
+        out_dims.remove(out_dims.len() - 2);
+    }
+    if b_vec {
+        out_dims.pop();
+    }
+    match dtype {
+        DType::Float32 => return gemm_stack::<f32>(&a, &b, (a_vec, b_vec), &batch, (m, k, n), &out_dims),
+        DType::Float64 => return gemm_stack::<f64>(&a, &b, (a_vec, b_vec), &batch, (m, k, n), &out_dims),
+        _ => {}
+    }
     with_dtype!(dtype, T => {
         let a3 = stack::<T>(&a, &ad, &batch, m, k);
         let b3 = stack::<T>(&b, &bd, &batch, k, n);
         let products = T::batched(a3.view(), b3.view());
-        if a_vec {
-            out_dims.remove(out_dims.len() - 2);
-        }
-        if b_vec {
-            out_dims.pop();
-        }
         Ok(Tensor::from(products.into_shape_with_order(IxDyn(&out_dims)).expect("one value per output position")))
     })
 }
@@ -180,35 +185,84 @@ trait MatMul: Element {
     fn batched(a: ArrayView3<'_, Self>, b: ArrayView3<'_, Self>) -> Array3<Self>;
 }
 
-/// float32 and float64: [`kernels::gemm::gemm_batched`] into a pooled buffer.
-fn gemm_stack<T: kernels::gemm::Float>(a: ArrayView3<'_, T>, b: ArrayView3<'_, T>) -> Array3<T> {
+/// A stack of float32 or float64 products, `(..., m, k) @ (..., k, n)` with batch dimensions `batch`: each
+/// product reads its two matrices in place (a permuted, transposed or broadcast stack is not copied), through
+/// [`kernels::gemm::gemm_each`] into a pooled buffer. `vecs` says which operand was 1-D.
+fn gemm_stack<T: kernels::gemm::Float + Element>(
+    a: &Tensor,
+    b: &Tensor,
+    (a_vec, b_vec): (bool, bool),
+    batch: &[usize],
+    (m, k, n): (usize, usize, usize),
+    out_dims: &[usize],
+) -> Result<Tensor> {
+    let (mut av, mut bv) = (a.array::<T>()?.view(), b.array::<T>()?.view());
+    if a_vec {
+        av = av.insert_axis(Axis(0));
+    }
+    if b_vec {
+        let last = bv.ndim();
+        bv = bv.insert_axis(Axis(last));
+    }
+    let count: usize = batch.iter().product();
+    let mut buf = kernels::buffer::alloc::<T>(count * m * n);
+    kernels::gemm::gemm_each(
+        count,
+        (m, k, n),
+        |i| (member(av.clone(), batch, i), member(bv.clone(), batch, i)),
+        buf.as_mut_slice(),
+    );
+    Ok(Tensor::from(buf.into_arrayd(out_dims)))
+}
+
+/// Matrix `i` (a flat index over the batch dimensions `batch`, row-major) of a stack `v` whose leading axes
+/// broadcast to the trailing ones of `batch` (an axis of length 1 repeats).
+fn member<'a, T>(v: ndarray::ArrayViewD<'a, T>, batch: &[usize], i: usize) -> ArrayView2<'a, T> {
+    let lead = v.ndim() - 2;
+    let mut index = vec![0; batch.len()];
+    let mut rest = i;
+    for (slot, &d) in index.iter_mut().zip(batch).rev() {
+        *slot = rest % d;
+        rest /= d;
+    }
+    let mut v = v;
+    for &at in &index[batch.len() - lead..] {
+        v = if v.len_of(Axis(0)) == 1 { v.index_axis_move(Axis(0), 0) } else { v.index_axis_move(Axis(0), at) };
+    }
+    v.into_dimensionality::<Ix2>().expect("two axes left")
+}
+
+/// A standard-layout stack's products through [`kernels::gemm::gemm_batched`]: the float16 and bfloat16 path
+/// (float32 products of converted copies, rounded once).
+fn gemm_copied_stack<T: kernels::gemm::Float>(a: ArrayView3<'_, T>, b: ArrayView3<'_, T>) -> Array3<T> {
     let (batch, m, n) = (a.dim().0, a.dim().1, b.dim().2);
     let mut buf = kernels::buffer::alloc::<T>(batch * m * n);
     kernels::gemm::gemm_batched(a, b, buf.as_mut_slice());
     buf.into_array(Ix3(batch, m, n))
 }
 
+/// float32 and float64 go through [`gemm_stack`] before the dtype dispatch; this is the same product.
 impl MatMul for f32 {
     fn batched(a: ArrayView3<'_, f32>, b: ArrayView3<'_, f32>) -> Array3<f32> {
-        gemm_stack(a, b)
+        gemm_copied_stack(a, b)
     }
 }
 
 impl MatMul for f64 {
     fn batched(a: ArrayView3<'_, f64>, b: ArrayView3<'_, f64>) -> Array3<f64> {
-        gemm_stack(a, b)
+        gemm_copied_stack(a, b)
     }
 }
 
 impl MatMul for f16 {
     fn batched(a: ArrayView3<'_, f16>, b: ArrayView3<'_, f16>) -> Array3<f16> {
-        gemm_stack(a.mapv(f16::to_f32).view(), b.mapv(f16::to_f32).view()).mapv(f16::from_f32)
+        gemm_copied_stack(a.mapv(f16::to_f32).view(), b.mapv(f16::to_f32).view()).mapv(f16::from_f32)
     }
 }
 
 impl MatMul for bf16 {
     fn batched(a: ArrayView3<'_, bf16>, b: ArrayView3<'_, bf16>) -> Array3<bf16> {
-        gemm_stack(a.mapv(bf16::to_f32).view(), b.mapv(bf16::to_f32).view()).mapv(bf16::from_f32)
+        gemm_copied_stack(a.mapv(bf16::to_f32).view(), b.mapv(bf16::to_f32).view()).mapv(bf16::from_f32)
     }
 }
 

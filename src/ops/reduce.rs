@@ -260,7 +260,7 @@ fn rows<T: Element, R: Element>(
     f: impl Fn(&[T]) -> R + Sync + Send,
 ) -> ArrayD<R> {
     let a = x.array::<T>().expect("dispatched on the dtype").view().permuted_axes(IxDyn(order));
-    let standard = a.as_standard_layout();
+    let standard = kernels::layout::standard(a);
     let data = standard.as_slice().expect("standard layout is contiguous");
     let values = kernels::map_rows(data, n_rows, row_len, f);
     ArrayD::from_shape_vec(IxDyn(dims), values).expect("one value per kept position")

@@ -8,35 +8,6 @@ use crate::error::{Error, Result};
 use crate::kernels;
 use crate::tensor::{with_array, Shape, Tensor};
 
-/// A contiguous `data` broadcast to `dims` (its broadcast view has `strides`, 0 on the repeated axes), written
-/// row by row (the last axis) in parallel: each row is a copy of a source row or one repeated value. The same
-/// elements as ndarray's element-by-element copy of the broadcast view, without its per-element iterator.
-fn broadcast_rows<T: Copy + Send + Sync>(data: &[T], strides: &[isize], dims: &[usize]) -> ndarray::ArrayD<T> {
-    let total: usize = dims.iter().product();
-    let Some((&row_len, outer)) = dims.split_last() else {
-        return ndarray::ArrayD::from_shape_vec(IxDyn(dims), data.to_vec()).expect("a 0-d tensor has one value");
-    };
-    let Some(&first) = data.first().filter(|_| total > 0) else {
-        return ndarray::ArrayD::from_shape_vec(IxDyn(dims), Vec::new()).expect("a broadcast of no element is empty");
-    };
-    let mut out = vec![first; total];
-    let last_stride = strides[outer.len()];
-    kernels::for_rows(&mut out, row_len, total, |row, dst| {
-        let (mut rest, mut offset) = (row, 0isize);
-        for (&d, &st) in outer.iter().zip(strides).rev() {
-            offset += (rest % d) as isize * st;
-            rest /= d;
-        }
-        let start = offset as usize;
-        if last_stride == 0 {
-            dst.fill(data[start]);
-        } else {
-            dst.copy_from_slice(&data[start..start + row_len]);
-        }
-    });
-    ndarray::ArrayD::from_shape_vec(IxDyn(dims), out).expect("one value per position")
-}
-
 impl Tensor {
     /// The same elements in row-major order with new dimensions (`keras.ops.reshape`); one dimension may be
     /// `-1`, inferred from the others. O(1) for a contiguous tensor.
@@ -71,7 +42,7 @@ impl Tensor {
             return Err(refuse(format!("cannot reshape {} elements to {}", self.size(), Shape::from(target))));
         }
         let out = with_array!(self.data(), a => {
-            let a = if a.is_standard_layout() { a.clone() } else { a.as_standard_layout().into_owned().into_shared() };
+            let a = if a.is_standard_layout() { a.clone() } else { kernels::layout::to_standard(&a.view()).into_shared() };
             Tensor::from_ndarray(a.into_shape_with_order(IxDyn(&target)).expect("sizes checked"))
         });
         Ok(super::trace::reshaped(self, out))
@@ -115,10 +86,7 @@ impl Tensor {
         let shape = shape.into();
         with_array!(self.data(), a => match a.broadcast(IxDyn(shape.dims())) {
             Some(v) => {
-                let out = match a.as_slice() {
-                    Some(data) => broadcast_rows(data, v.strides(), shape.dims()),
-                    None => v.as_standard_layout().into_owned(),
-                };
+                let out = kernels::layout::to_standard(&v);
                 Ok(super::trace::view(self, Tensor::from(out), |g| Ok(g.clone())))
             }
             None => Err(Error::Broadcast { op: "broadcast_to", lhs: self.shape(), rhs: shape }),
@@ -166,7 +134,7 @@ impl Tensor {
         with_array!(self.data(), a => if a.is_standard_layout() {
             self.clone()
         } else {
-            super::trace::view(self, Tensor::from_ndarray(a.as_standard_layout().into_owned().into_shared()), |g| Ok(g.clone()))
+            super::trace::view(self, Tensor::from_ndarray(kernels::layout::to_standard(&a.view()).into_shared()), |g| Ok(g.clone()))
         })
     }
 }

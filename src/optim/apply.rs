@@ -776,7 +776,7 @@ pub(crate) fn contiguous<T: Element>(t: &Tensor) -> Result<std::borrow::Cow<'_, 
 pub(crate) fn slice_mut<T: Element>(t: &mut Tensor) -> Result<&mut [T]> {
     let a = t.array_mut::<T>()?;
     if !a.is_standard_layout() {
-        *a = a.as_standard_layout().into_owned().into_shared();
+        *a = crate::kernels::layout::to_standard(&a.view()).into_shared();
     }
     Ok(a.as_slice_mut().expect("a standard-layout array is contiguous"))
 }

@@ -220,6 +220,13 @@ fn matmul_of_transposed_and_strided_operands_equals_the_contiguous_product() {
     assert_eq!(same_as_contiguous((&[2, 1, 4, 3], s), (&[3, 5, 4], s)).dims(), &[2, 3, 3, 5]);
     // The whole stack transposed (every axis reversed): (4, 3, 2) @ (2, 5).
     assert_eq!(same_as_contiguous((&[2, 3, 4], t), (&[2, 5], p)).dims(), &[4, 3, 5]);
+    // Stacks of larger products (over 256 outputs each: the kernel's blocked path, which reads the operands in
+    // place): attention's heads, (batch, seq, heads, depth) seen as (batch, heads, seq, depth), times its keys
+    // seen as (batch, heads, depth, seq), and a broadcast stack.
+    let heads: &dyn Fn(&Tensor) -> Tensor = &|t: &Tensor| t.permute(&[0, 2, 1, 3]).unwrap();
+    let keys: &dyn Fn(&Tensor) -> Tensor = &|t: &Tensor| t.permute(&[0, 2, 3, 1]).unwrap();
+    assert_eq!(same_as_contiguous((&[2, 24, 3, 20], heads), (&[2, 24, 3, 20], keys)).dims(), &[2, 3, 24, 24]);
+    assert_eq!(same_as_contiguous((&[3, 1, 20, 30], s), (&[2, 20, 25], p)).dims(), &[3, 2, 30, 25]);
     // Each batch entry of a swapped stack is the 2-D product of its matrices.
     let (xb, yb) = (swapped(&inexact(&[2, 4, 3])), swapped(&inexact(&[2, 5, 4])));
     let z = xb.matmul(&yb).unwrap();
