@@ -122,14 +122,10 @@ fn valid_starts(text: &Text, context: usize, n: usize) -> Vec<u32> {
 }
 
 fn main() -> std::process::ExitCode {
-    exit::exit_code(run())
+    exit::exit_code(parse_args().map_err(Into::into).and_then(|args| exit::in_pool(args.threads, || run(args))))
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = parse_args().map_err(|e| -> Box<dyn std::error::Error> { e.into() })?;
-    if args.threads > 0 {
-        rayon::ThreadPoolBuilder::new().num_threads(args.threads).build_global()?;
-    }
+fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if args.fresh && args.run.exists() {
         std::fs::remove_dir_all(&args.run).map_err(|e| format!("{}: {e}", args.run.display()))?;
         println!("--fresh: removed {}", args.run.display());

@@ -144,14 +144,10 @@ fn parse_args() -> std::result::Result<Args, String> {
 }
 
 fn main() -> std::process::ExitCode {
-    exit::exit_code(run())
+    exit::exit_code(parse_args().map_err(Into::into).and_then(|args| exit::in_pool(args.threads, || run(args))))
 }
 
-fn run() -> std::result::Result<(), Box<dyn std::error::Error>> {
-    let args = parse_args().map_err(|e| -> Box<dyn std::error::Error> { e.into() })?;
-    if args.threads > 0 {
-        rayon::ThreadPoolBuilder::new().num_threads(args.threads).build_global()?;
-    }
+fn run(args: Args) -> std::result::Result<(), Box<dyn std::error::Error>> {
     if args.fresh && args.run.exists() {
         std::fs::remove_dir_all(&args.run).map_err(|e| format!("{}: {e}", args.run.display()))?;
         println!("--fresh: removed {}", args.run.display());
