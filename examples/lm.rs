@@ -150,7 +150,12 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let key = Key::new(args.seed);
     let (state, model, opt) = gpt::build(key, c, 0.99)?;
     let params: usize = model.variables().iter().map(|v| state.get(v).map(|t| t.size()).unwrap_or(0)).sum();
-    println!("{params} parameters, {} variables in the state with AdamW's slots and averages", state.len());
+    println!(
+        "{params} parameters, {} variables in the state with AdamW's slots and averages; {} threads, {} matrix kernel",
+        state.len(),
+        rayon::current_num_threads(),
+        purestate::kernels::gemm::kernel()
+    );
 
     // A state is 13 MB (weights, AdamW's two slots, the averages): the run directory keeps the last two durable
     // states and every evaluation point's (where a replay starts), not every durable point's.

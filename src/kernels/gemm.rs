@@ -11,8 +11,13 @@
 //! accumulated by one thread in the same order. Block sizes (`kc`, `mc`, `nc`) depend on the shape, the
 //! element size and the cache sizes, never on the thread count, and every call passes `Parallelism::Rayon`
 //! (with 1 thread below [`THRESHOLD`]), so all calls take the same path. Results are bit-identical for any
-//! `RAYON_NUM_THREADS` on one machine (tested at 1, 2 and 7 threads in `tests/integration/kernels.rs`). The
-//! kernel is chosen at run time from the CPU's features, so two machines with different SIMD may differ.
+//! `RAYON_NUM_THREADS` on one machine (tested at 1, 2 and 7 threads in `tests/integration/kernels.rs`).
+//!
+//! **Machines.** The crate picks its kernel at run time from the CPU's features ([`kernel`] names it): AVX-512F
+//! (with the default `avx512` feature of this crate), else AVX2+FMA, else scalar. Products agree bit for bit
+//! between machines that run the same kernel; an AVX-512F kernel sums in other blocks than the AVX2 one, so a
+//! run replayed on a CPU of the other kind diverges at its first product. Build without the `avx512` feature
+//! to run the AVX2+FMA kernel on every x86-64-v3 CPU, AVX-512 or not.
 
 use gemm::Parallelism;
 use ndarray::{ArrayView2, ArrayView3, Axis, CowArray, Ix2};
@@ -27,6 +32,33 @@ use ndarray::{ArrayView2, ArrayView3, Axis, CowArray, Ix2};
 /// two threads against 127.1 us at one; at 2 Mi it takes 127.6 us at both (each measured alone). Every product of
 /// the 784-1024-1024-10 MLP is above 2 Mi (the smallest, 256x1024x10, is 2.6 Mi).
 pub const THRESHOLD: usize = 1 << 21;
+
+/// The `gemm` kernel this process runs: `"avx512f"`, `"fma"` (AVX2+FMA), `"neon"` or `"scalar"`, by the crate's
+/// own rule (the first the CPU supports, AVX-512F only with the `avx512` feature). Two processes give the same
+/// bits for a product when they name the same kernel.
+///
+/// ```
+/// let k = purestate::kernels::gemm::kernel();
+/// assert!(["avx512f", "fma", "neon", "scalar"].contains(&k));
+/// ```
+pub fn kernel() -> &'static str {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    {
+        if cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f") {
+            return "avx512f";
+        }
+        if std::arch::is_x86_feature_detected!("fma") {
+            return "fma";
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            return "neon";
+        }
+    }
+    "scalar"
+}
 
 mod sealed {
     pub trait Sealed {}
