@@ -350,7 +350,6 @@ where
     buf
 }
 
-/// `v` broadcast to `shape`, in standard layout (a copy).
 /// `v` broadcast to `shape` in standard layout: borrowed when it already is (an operand of the output's shape),
 /// else copied by [`super::layout::to_standard`].
 fn materialize<'a, T: Copy + Default + Send + Sync + 'static>(

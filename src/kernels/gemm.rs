@@ -192,7 +192,7 @@ pub fn gemm_each<'a, T: Float>(
     operands: impl Fn(usize) -> (ArrayView2<'a, T>, ArrayView2<'a, T>) + Sync,
     out: &mut [T],
 ) {
-    assert_eq!(out.len(), batch * m * n, "gemm_batched: output length is not batch * m * n");
+    assert_eq!(out.len(), batch * m * n, "gemm_each: output length is not batch * m * n");
     let size = m * n;
     if size == 0 {
         return;
@@ -200,7 +200,7 @@ pub fn gemm_each<'a, T: Float>(
     let work = size.saturating_mul(k);
     let member = |i: usize, o: &mut [T], threads: usize| {
         let (a, b) = operands(i);
-        assert_eq!((a.dim(), b.dim()), ((m, k), (k, n)), "gemm_batched: an operand has another shape");
+        assert_eq!((a.dim(), b.dim()), ((m, k), (k, n)), "gemm_each: an operand has another shape");
         gemm_on(a, b, o, threads);
     };
     if work >= THRESHOLD || batch < 2 || work.saturating_mul(batch) < THRESHOLD {

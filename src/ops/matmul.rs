@@ -187,7 +187,8 @@ trait MatMul: Element {
 
 /// A stack of float32 or float64 products, `(..., m, k) @ (..., k, n)` with batch dimensions `batch`: each
 /// product reads its two matrices in place (a permuted, transposed or broadcast stack is not copied), through
-/// [`kernels::gemm::gemm_each`] into a pooled buffer. `vecs` says which operand was 1-D.
+/// [`kernels::gemm::gemm_each`] into a pooled buffer. `a_vec` / `b_vec`: that operand was 1-D (a
+/// row or column vector).
 fn gemm_stack<T: kernels::gemm::Float + Element>(
     a: &Tensor,
     b: &Tensor,
