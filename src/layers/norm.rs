@@ -5,7 +5,7 @@ use super::{bad_input, built, handle, Layer};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::init;
-use crate::ops::{self, Axes};
+use crate::ops;
 use crate::scope::Scope;
 use crate::store::StateStore;
 use crate::tensor::Tensor;
@@ -54,14 +54,6 @@ fn widened(x: &Tensor) -> Tensor {
         DType::Float16 | DType::Bfloat16 => x.cast(DType::Float32),
         _ => x.clone(),
     }
-}
-
-/// The biased mean and variance of `x` over `axes`, kept as size-1 axes (`keras.ops.moments`, two passes as
-/// `jnp.var`).
-fn moments(x: &Tensor, axes: Vec<isize>) -> Result<(Tensor, Tensor)> {
-    let mean = x.mean(Axes::These(axes.clone()), true)?;
-    let variance = x.sub(&mean)?.square()?.mean(Axes::These(axes), true)?;
-    Ok((mean, variance))
 }
 
 /// Normalizes each channel (the last axis) by the batch's statistics in training and by moving averages in
@@ -261,7 +253,9 @@ impl Layer for BatchNormalization {
 
 /// Normalizes each example over its last axis (Keras's `LayerNormalization`, `axis=-1`): the same formula
 /// as [`BatchNormalization`] with the example's own mean and biased variance, in training and inference
-/// alike. Variables `gamma` (ones) and `beta` (zeros) of shape `(features,)`; epsilon 1e-3 by default.
+/// alike. Variables `gamma` (ones) and `beta` (zeros) of shape `(features,)`; epsilon 1e-3 by default. It runs
+/// as one fused operation with its own backward ([`ops::layer_norm`]), whose output has the bits of Keras's
+/// composed formula.
 ///
 /// # Examples
 /// ```
@@ -361,8 +355,9 @@ impl Layer for LayerNormalization {
         }
         let input_dtype = x.dtype();
         let x = widened(x);
-        let (mean, variance) = moments(&x, vec![-1])?;
-        let y = self.affine.normalize(scope, &x, &mean, &variance, self.epsilon)?;
+        let gamma = self.affine.gamma.as_ref().map(|v| scope.get(v).map(|t| t.cast(x.dtype()))).transpose()?;
+        let beta = self.affine.beta.as_ref().map(|v| scope.get(v).map(|t| t.cast(x.dtype()))).transpose()?;
+        let y = ops::layer_norm(&x, gamma.as_ref(), beta.as_ref(), self.epsilon)?;
         Ok(if y.dtype() == input_dtype { y } else { y.cast(input_dtype) })
     }
 

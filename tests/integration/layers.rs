@@ -452,3 +452,108 @@ fn fused_batch_norm_is_bit_identical_at_1_2_and_7_threads() {
         }
     }
 }
+
+/// Layer normalization composed from operators, Keras's formula (`moments` over the last axis, then
+/// `x * inv + (-mean * inv + beta)` with `inv = gamma * rsqrt(variance + epsilon)`).
+fn composed_layer_norm(x: &Tensor, gamma: Option<&Tensor>, beta: Option<&Tensor>) -> purestate::Result<Tensor> {
+    let last = purestate::ops::Axes::These(vec![-1]);
+    let mean = x.mean(last.clone(), true)?;
+    let variance = x.sub(&mean)?.square()?.mean(last, true)?;
+    let mut inv = variance.add(1e-3)?.rsqrt()?;
+    if let Some(g) = gamma {
+        inv = inv.mul(g)?;
+    }
+    let mut res = mean.neg()?.mul(&inv)?;
+    if let Some(b) = beta {
+        res = res.add(b)?;
+    }
+    x.mul(&inv)?.add(&res)
+}
+
+#[test]
+fn fused_layer_norm_has_the_composed_forward_bits_and_its_gradients() {
+    use purestate::ops::layer_norm;
+    for dtype in [DType::Float32, DType::Float64] {
+        let (x, gamma, beta) = (
+            f64_tensor(&[3, 5, 7], 11).cast(dtype),
+            f64_tensor(&[7], 12).cast(dtype),
+            f64_tensor(&[7], 13).cast(dtype),
+        );
+        for (g, b) in [(Some(&gamma), Some(&beta)), (None, Some(&beta)), (Some(&gamma), None), (None, None)] {
+            let fused = layer_norm(&x, g, b, 1e-3).unwrap();
+            let composed = composed_layer_norm(&x, g, b).unwrap();
+            assert!(fused.bit_eq(&composed), "{dtype:?}, gamma {} beta {}: forward bits", g.is_some(), b.is_some());
+        }
+        // The closed-form backward against the tape's gradient of the composed form.
+        let w = f64_tensor(&[3, 5, 7], 14).cast(dtype);
+        let grads = |fused: bool| {
+            ValueAndGrad::new()
+                .call(StateStore::new(), |s| {
+                    let (x, g, b) = (s.watch(&x)?, s.watch(&gamma)?, s.watch(&beta)?);
+                    let y = if fused {
+                        layer_norm(&x, Some(&g), Some(&b), 1e-3)?
+                    } else {
+                        composed_layer_norm(&x, Some(&g), Some(&b))?
+                    };
+                    y.mul(&w)?.sum(purestate::ops::Axes::All, false)
+                })
+                .unwrap()
+                .inputs
+        };
+        let tol = if dtype == DType::Float32 { 2e-5 } else { 1e-12 };
+        for (k, (f, c)) in grads(true).iter().zip(grads(false)).enumerate() {
+            assert_close(&format!("{dtype:?} gradient of input {k}"), f, &c, tol);
+        }
+    }
+    // Finite differences in float64, also without gamma (only x and beta traced).
+    crate::fd::check(
+        "layer_norm",
+        &|t| Ok(vec![purestate::ops::layer_norm(&t[0], Some(&t[1]), Some(&t[2]), 1e-3)?]),
+        &[
+            crate::fd::tensor(1, &[4, 6], -2.0, 2.0),
+            crate::fd::tensor(2, &[6], 0.5, 1.5),
+            crate::fd::tensor(3, &[6], -1.0, 1.0),
+        ],
+    );
+    crate::fd::check(
+        "layer_norm without gamma",
+        &|t| Ok(vec![purestate::ops::layer_norm(&t[0], None, Some(&t[1]), 1e-3)?]),
+        &[crate::fd::tensor(4, &[2, 3, 5], -2.0, 2.0), crate::fd::tensor(5, &[5], -1.0, 1.0)],
+    );
+    // Errors: gamma of the wrong shape or dtype, an integer input, a 0-d input, no feature.
+    let x = f64_tensor(&[2, 4], 1);
+    let err = layer_norm(&x, Some(&f64_tensor(&[3], 2)), None, 1e-3).unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+    let err = layer_norm(&x, None, Some(&f64_tensor(&[4], 2).cast(DType::Float32)), 1e-3).unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+    let err = layer_norm(&Tensor::from([[1i32, 2]]), None, None, 1e-3).unwrap_err();
+    assert!(matches!(err, Error::UnsupportedDType { .. }), "{err}");
+    assert!(matches!(layer_norm(&Tensor::scalar(1.0f32), None, None, 1e-3), Err(Error::InvalidShape { .. })));
+    let empty = Tensor::zeros([3, 0].as_slice(), DType::Float32);
+    assert!(matches!(layer_norm(&empty, None, None, 1e-3), Err(Error::InvalidShape { .. })));
+}
+
+#[test]
+fn fused_layer_norm_is_bit_identical_at_1_2_and_7_threads() {
+    // 2048 rows of 128: the lm's activations, split over the pool.
+    let x = Tensor::from_fn([32, 64, 128].as_slice(), DType::Float32, |i| ((i * 7919) % 1013) as f64 / 500.0 - 1.0);
+    let gamma = Tensor::from_fn([128].as_slice(), DType::Float32, |i| 0.5 + i as f64 / 128.0);
+    let beta = Tensor::from_fn([128].as_slice(), DType::Float32, |i| i as f64 / 256.0 - 0.25);
+    let w = Tensor::from_fn([32, 64, 128].as_slice(), DType::Float32, |i| ((i * 31) % 17) as f64 / 8.0 - 1.0);
+    let run = || {
+        ValueAndGrad::new()
+            .call(StateStore::new(), |s| {
+                let (x, g, b) = (s.watch(&x)?, s.watch(&gamma)?, s.watch(&beta)?);
+                purestate::ops::layer_norm(&x, Some(&g), Some(&b), 1e-3)?.mul(&w)?.sum(purestate::ops::Axes::All, false)
+            })
+            .unwrap()
+    };
+    let base = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(run);
+    for n in [2, 7] {
+        let out = rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap().install(run);
+        assert!(out.loss.bit_eq(&base.loss), "{n} threads: loss");
+        for (a, b) in out.inputs.iter().zip(&base.inputs) {
+            assert!(a.bit_eq(b), "{n} threads: a gradient differs");
+        }
+    }
+}
