@@ -133,13 +133,26 @@ macro_rules! rows_impl {
             /// Keras's order of operations.
             fn normalize(&self, x: &[$t], gamma: Option<&[$t]>, beta: Option<&[$t]>) -> Vec<$t> {
                 let c = self.c;
+                // Without gamma, `inv = inv_std * 1` (exact); without beta no zero is added (`-0 + 0` is `+0`).
+                let ones = if gamma.is_none() { vec![1.0 as $t; c] } else { Vec::new() };
+                let gamma = gamma.unwrap_or(&ones);
                 let mut y = vec![0.0 as $t; x.len()];
                 kernels::for_rows(&mut y, c, PASSES * x.len(), |i, row| {
                     let (m, s) = (self.mean[i], self.inv_std[i]);
-                    for (j, (o, &v)) in row.iter_mut().zip(&x[i * c..(i + 1) * c]).enumerate() {
-                        let inv = gamma.map_or(s, |g| s * g[j]);
-                        let res = beta.map_or(-m * inv, |b| -m * inv + b[j]);
-                        *o = v * inv + res;
+                    let lanes = row.iter_mut().zip(&x[i * c..(i + 1) * c]).zip(gamma);
+                    match beta {
+                        Some(beta) => {
+                            for (((o, &v), &g), &b) in lanes.zip(beta) {
+                                let inv = s * g;
+                                *o = v * inv + (-m * inv + b);
+                            }
+                        }
+                        None => {
+                            for ((o, &v), &g) in lanes {
+                                let inv = s * g;
+                                *o = v * inv + -m * inv;
+                            }
+                        }
                     }
                 });
                 y
@@ -159,6 +172,8 @@ macro_rules! rows_impl {
                 let c = self.c;
                 let n = self.mean.len();
                 let count = c as $t;
+                let ones = if gamma.is_none() { vec![1.0 as $t; c] } else { Vec::new() };
+                let gamma = gamma.unwrap_or(&ones);
                 // g * x_hat, the summand of gamma's cotangent; the rows of dx are then written over it.
                 let mut gx = vec![0.0 as $t; n * c];
                 kernels::for_rows(&mut gx, c, PASSES * n * c, |i, row| {
@@ -180,18 +195,17 @@ macro_rules! rows_impl {
                 kernels::for_rows(&mut gx, c, PASSES * n * c, |i, row| {
                     let (m, s) = (self.mean[i], self.inv_std[i]);
                     let (xr, gr) = (&x[i * c..(i + 1) * c], &g[i * c..(i + 1) * c]);
-                    let gamma_at = |j: usize| gamma.map_or(1.0, |w| w[j]);
                     // sum(g') and sum(g' * x_hat) over the row, in eight fixed lanes.
                     let (mut s1, mut s2) = ([0.0 as $t; 8], [0.0 as $t; 8]);
                     for j in 0..c {
-                        s1[j % 8] += gr[j] * gamma_at(j);
-                        s2[j % 8] += row[j] * gamma_at(j);
+                        s1[j % 8] += gr[j] * gamma[j];
+                        s2[j % 8] += row[j] * gamma[j];
                     }
                     let lanes = |a: [$t; 8]| ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
                     let (mean_g, mean_gx) = (lanes(s1) / count, lanes(s2) / count);
                     for j in 0..c {
                         let x_hat = (xr[j] - m) * s;
-                        row[j] = s * (gr[j] * gamma_at(j) - mean_g - x_hat * mean_gx);
+                        row[j] = s * (gr[j] * gamma[j] - mean_g - x_hat * mean_gx);
                     }
                 });
                 (Some(gx), dgamma, dbeta)
