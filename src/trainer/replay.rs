@@ -19,6 +19,9 @@ pub struct Divergence {
     /// Each differing variable's path and largest absolute difference (`None` when the dtype or shape differ);
     /// empty when the committed state was pruned, so only the fingerprints can be compared.
     pub variables: Vec<(String, Option<f64>)>,
+    /// A likely cause the trainer knows of: the run directory was created by a process with another matrix
+    /// kernel ([`OpenReport::other_matrix_kernel`](crate::trainer::run::OpenReport::other_matrix_kernel)).
+    pub cause: Option<String>,
 }
 
 /// What [`Trainer::replay`] found.
@@ -55,6 +58,9 @@ impl fmt::Display for ReplayReport {
                         Some(x) => write!(f, "\n  {path}: max abs diff {x:.3e}")?,
                         None => write!(f, "\n  {path}: dtype or shape differs")?,
                     }
+                }
+                if let Some(cause) = &d.cause {
+                    write!(f, "\n  likely cause: {cause}")?;
                 }
                 Ok(())
             }
@@ -129,7 +135,14 @@ impl<R> Trainer<R> {
                     }
                     Err(_) => Vec::new(),
                 };
-                report.divergence = Some(Divergence { version, expected, got, variables });
+                let cause = self.run_report().and_then(|r| r.other_matrix_kernel()).map(|k| {
+                    format!(
+                        "the run was created with the {k} matrix kernel and this process runs {}, whose \
+                         products round differently",
+                        crate::kernels::gemm::kernel()
+                    )
+                });
+                report.divergence = Some(Divergence { version, expected, got, variables, cause });
                 break;
             }
             // The next step derives from this version of this trainer, as the committed one did.

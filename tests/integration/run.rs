@@ -228,6 +228,41 @@ fn not_a_run_and_newer_format_are_typed_errors() {
 }
 
 #[test]
+fn the_run_records_its_matrix_kernel_and_a_replay_under_another_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = small_run(dir.path());
+    let kernel = purestate::kernels::gemm::kernel();
+    let header = fs::read_to_string(path.join("RUN")).unwrap();
+    assert!(header.contains(&format!(r#""matrix_kernel":"{kernel}""#)), "{header}");
+    // Reopened by this process: the same kernel, nothing to say.
+    let trainer = Trainer::<u64>::open_run(&path, RunOptions::default()).unwrap();
+    let report = trainer.run_report().unwrap();
+    assert_eq!((report.matrix_kernel.as_deref(), report.other_matrix_kernel()), (Some(kernel), None));
+    drop(trainer);
+    // As if created on another machine: the report and a diverging replay name both kernels.
+    fs::write(path.join("RUN"), br#"{"format":"purestate.run","format_version":2,"matrix_kernel":"elsewhere"}"#)
+        .unwrap();
+    let trainer = Trainer::<u64>::open_run(&path, RunOptions::default()).unwrap();
+    let report = trainer.run_report().unwrap();
+    assert_eq!(report.other_matrix_kernel(), Some("elsewhere"));
+    assert!(report
+        .to_string()
+        .contains(&format!("created with the elsewhere matrix kernel, this process runs {kernel}")));
+    let other_step = |s: StateStore, v: &u64| step(s, &(v + 1));
+    let replay = trainer.replay(trainer.head() - 1, trainer.head(), other_step).unwrap();
+    let cause = replay.divergence.as_ref().and_then(|d| d.cause.clone()).expect("a cause");
+    assert!(cause.contains("elsewhere") && cause.contains(kernel), "{cause}");
+    assert!(replay.to_string().contains("likely cause: the run was created with the elsewhere matrix kernel"));
+    drop(trainer);
+    // A run written before the kernel was recorded opens, and names no cause.
+    fs::write(path.join("RUN"), br#"{"format":"purestate.run","format_version":2}"#).unwrap();
+    let trainer = Trainer::<u64>::open_run(&path, RunOptions::default()).unwrap();
+    assert_eq!(trainer.run_report().unwrap().matrix_kernel, None);
+    let replay = trainer.replay(trainer.head() - 1, trainer.head(), other_step).unwrap();
+    assert_eq!(replay.divergence.map(|d| d.cause), Some(None));
+}
+
+#[test]
 fn a_flipped_byte_in_an_object_names_file_and_variable() {
     let dir = tempfile::tempdir().unwrap();
     let path = small_run(dir.path());

@@ -2,7 +2,7 @@
 //! lock marks the one writer.
 //!
 //! ```text
-//! RUN        {"format":"purestate.run","format_version":2}
+//! RUN        {"format":"purestate.run","format_version":2,"matrix_kernel":"avx512f"}
 //! LOCK       empty; locked (std `File::try_lock`) by the writing trainer while it lives
 //! journal    see `journal`
 //! objects/   see `objects`
@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::atomic;
 use crate::error::{Error, Result};
+use crate::kernels;
 
 /// The header's `format`.
 const FORMAT: &str = "purestate.run";
@@ -27,6 +28,10 @@ pub(crate) const FORMAT_VERSION: u32 = 2;
 struct Header {
     format: String,
     format_version: u32,
+    /// The matrix kernel of the process that created the run ([`kernels::gemm::kernel`]); absent in runs
+    /// written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    matrix_kernel: Option<String>,
 }
 
 pub(crate) fn header_path(dir: &Path) -> PathBuf {
@@ -56,16 +61,20 @@ pub(crate) fn create(dir: &Path) -> Result<()> {
         }
     }
     fs::create_dir_all(dir.join("objects")).map_err(io_err(dir))?;
-    let header = Header { format: FORMAT.into(), format_version: FORMAT_VERSION };
+    let header = Header {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        matrix_kernel: Some(kernels::gemm::kernel().into()),
+    };
     let json = serde_json::to_vec(&header).expect("strings and numbers always serialize");
     atomic::write_atomic(&header_path(dir), |w| w.write_all(&json))
 }
 
-/// Checks that `dir` is a run this code reads.
+/// Checks that `dir` is a run this code reads; returns the matrix kernel its header records.
 ///
 /// # Errors
 /// [`Error::NotARun`]; [`Error::RunFormatTooNew`].
-pub(crate) fn check(dir: &Path) -> Result<()> {
+pub(crate) fn check(dir: &Path) -> Result<Option<String>> {
     let file = header_path(dir);
     let not_a_run = |reason: String| Error::NotARun { dir: dir.to_path_buf(), reason };
     let bytes = match fs::read(&file) {
@@ -84,7 +93,7 @@ pub(crate) fn check(dir: &Path) -> Result<()> {
     if header.format_version > FORMAT_VERSION {
         return Err(Error::RunFormatTooNew { file, found: header.format_version, supported: FORMAT_VERSION });
     }
-    Ok(())
+    Ok(header.matrix_kernel)
 }
 
 /// The writer's lock on a run directory, released when dropped (or when the process dies).

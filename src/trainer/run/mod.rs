@@ -337,7 +337,7 @@ impl<R: Serialize + DeserializeOwned> Trainer<R> {
             &dir,
             options,
             lock,
-            OpenReport::default(),
+            OpenReport { matrix_kernel: Some(crate::kernels::gemm::kernel().into()), ..OpenReport::default() },
             &state0,
             HashSet::new(),
             BTreeMap::new(),
@@ -372,7 +372,7 @@ impl<R: Serialize + DeserializeOwned> Trainer<R> {
     /// error nothing on disk changed.
     pub fn open_run(dir: impl AsRef<Path>, options: RunOptions) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        layout::check(&dir)?;
+        let matrix_kernel = layout::check(&dir)?;
         let lock = if options.read_only { None } else { Some(Lock::acquire(&dir)?) };
         let file = layout::journal_path(&dir);
         let scan = read_journal(&dir)?;
@@ -403,7 +403,7 @@ impl<R: Serialize + DeserializeOwned> Trainer<R> {
         head_state.set_committed(id, head);
         let mut versions = history.versions;
         versions.get_mut(&head).expect("head exists").state = Some(head_state.clone());
-        let report = OpenReport { torn_bytes: scan.torn_bytes, entries: scan.entries.len(), head };
+        let report = OpenReport { torn_bytes: scan.torn_bytes, entries: scan.entries.len(), head, matrix_kernel };
         if !options.read_only && scan.torn_bytes > 0 {
             let f = OpenOptions::new().write(true).open(&file).map_err(io_err(&file))?;
             f.set_len(scan.valid_len).and_then(|()| f.sync_all()).map_err(io_err(&file))?;

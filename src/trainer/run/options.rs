@@ -133,6 +133,17 @@ pub struct OpenReport {
     pub entries: usize,
     /// The head at the last durable point.
     pub head: u64,
+    /// The matrix kernel of the process that created the run, as [`crate::kernels::gemm::kernel`] named it (`None`
+    /// for a run written before it was recorded).
+    pub matrix_kernel: Option<String>,
+}
+
+impl OpenReport {
+    /// The kernel the run was created with, when this process runs another: products whose reduction is
+    /// longer than one block round differently, so a replay here of steps computed there can diverge.
+    pub fn other_matrix_kernel(&self) -> Option<&str> {
+        self.matrix_kernel.as_deref().filter(|&k| k != crate::kernels::gemm::kernel())
+    }
 }
 
 impl fmt::Display for OpenReport {
@@ -140,6 +151,14 @@ impl fmt::Display for OpenReport {
         write!(f, "{} journal entries, head v{}", self.entries, self.head)?;
         if self.torn_bytes > 0 {
             write!(f, "; cut a torn tail of {} bytes", self.torn_bytes)?;
+        }
+        if let Some(k) = self.other_matrix_kernel() {
+            write!(
+                f,
+                "; created with the {k} matrix kernel, this process runs {}: steps replayed here may round \
+                 differently",
+                crate::kernels::gemm::kernel()
+            )?;
         }
         Ok(())
     }
