@@ -17,6 +17,11 @@
 //! returns the moving statistics and the dropout seed with the gradients (`grad::value_and_grad_aux`), as
 //! tools/jax_step.py's jitted CNN step returns its BatchNorm state.
 //!
+//! `layer_norm/32x64x128/{fused,composed}/<n>t` is one layer normalization forward and backward (x, gamma and
+//! beta watched, the loss `sum(y * w)`) over the lm example's activations, 32 sequences of 64 positions of 128
+//! features: `ops::layer_norm` beside the same formula composed from operators (`moments`, then
+//! `x * inv + (-mean * inv + beta)`), in the same run.
+//!
 //! Inputs are a fixed digits-like batch (pixel values 0..16 scaled by 1/16, labels 0..9): the arithmetic, not
 //! the data, sets the time.
 //!
@@ -147,6 +152,36 @@ fn bench(c: &mut Criterion) {
         }
         g.finish();
     }
+    let mut g = c.benchmark_group("layer_norm/32x64x128");
+    let dims = [32usize, 64, 128];
+    let x = Tensor::from_fn(dims.as_slice(), DType::Float32, |i| ((i * 7919) % 1013) as f64 / 500.0 - 1.0);
+    let gamma = Tensor::from_fn([128].as_slice(), DType::Float32, |i| 0.5 + i as f64 / 128.0);
+    let beta = Tensor::from_fn([128].as_slice(), DType::Float32, |i| i as f64 / 256.0 - 0.25);
+    let w = Tensor::from_fn(dims.as_slice(), DType::Float32, |i| ((i * 31) % 17) as f64 / 8.0 - 1.0);
+    for (n, pool) in &pools {
+        for fused in [true, false] {
+            let id = BenchmarkId::new(if fused { "fused" } else { "composed" }, format!("{n}t"));
+            g.bench_function(id, |b| {
+                pool.install(|| {
+                    b.iter(|| {
+                        let out = grad::ValueAndGrad::new()
+                            .call(StateStore::new(), |s| {
+                                let (x, g, b) = (s.watch(&x)?, s.watch(&gamma)?, s.watch(&beta)?);
+                                let y = if fused {
+                                    purestate::ops::layer_norm(&x, Some(&g), Some(&b), 1e-3)?
+                                } else {
+                                    composed_layer_norm(&x, &g, &b)?
+                                };
+                                y.mul(&w)?.sum(purestate::ops::Axes::All, false)
+                            })
+                            .unwrap();
+                        black_box(out.inputs)
+                    })
+                })
+            });
+        }
+    }
+    g.finish();
     let mut g = c.benchmark_group("step/cnn-8x8-32-64");
     let (state, m) = build_cnn(128);
     for (n, pool) in &pools {
@@ -155,6 +190,16 @@ fn bench(c: &mut Criterion) {
         bench_committed(&mut g, &threads, pool, &state, |s| cnn_step(s, &m));
     }
     g.finish();
+}
+
+/// Keras's layer normalization over the last axis composed from operators (what `LayerNormalization` ran before
+/// `ops::layer_norm`).
+fn composed_layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<Tensor> {
+    let last = purestate::ops::Axes::These(vec![-1]);
+    let mean = x.mean(last.clone(), true)?;
+    let variance = x.sub(&mean)?.square()?.mean(last, true)?;
+    let inv = variance.add(1e-3)?.rsqrt()?.mul(gamma)?;
+    x.mul(&inv)?.add(mean.neg()?.mul(&inv)?.add(beta)?)
 }
 
 type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
