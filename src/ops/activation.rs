@@ -339,25 +339,31 @@ impl Act {
 fn activate(x: &Tensor, act: Act) -> Result<Tensor> {
     let x = if x.dtype().is_float() { x.clone() } else { x.cast(DEFAULT_FLOATX) };
     let xd = x.detached();
-    // The common activations get a loop each with the variant known at compile time, so that the loop body is
-    // straight-line code the compiler can vectorize (`kernels::simd`); the rest share one loop.
+    // The common activations get a loop each with the variant a constant, so that the loop body is
+    // straight-line code the compiler can vectorize (`kernels::simd`); the rest share one loop. (A variant
+    // captured by value is a load inside the loop, which reaches it through `dyn Fn`: the `match` on it then
+    // stays in the loop, and the loop is not vectorized.)
     macro_rules! each_act {
         ($act:expr, $a:ident => $body:expr) => {
             match $act {
                 Act::Gelu => {
-                    let $a = Act::Gelu;
+                    #[allow(non_upper_case_globals)]
+                    const $a: Act = Act::Gelu;
                     $body
                 }
                 Act::GeluTanh => {
-                    let $a = Act::GeluTanh;
+                    #[allow(non_upper_case_globals)]
+                    const $a: Act = Act::GeluTanh;
                     $body
                 }
                 Act::Silu => {
-                    let $a = Act::Silu;
+                    #[allow(non_upper_case_globals)]
+                    const $a: Act = Act::Silu;
                     $body
                 }
                 Act::Erf => {
-                    let $a = Act::Erf;
+                    #[allow(non_upper_case_globals)]
+                    const $a: Act = Act::Erf;
                     $body
                 }
                 other => {

@@ -20,6 +20,8 @@
 //! `x^2 > 88.72`. It keeps its relative accuracy in the left tail of `gelu`, where `1 + erf(x)` would cancel
 //! to zero, at a fraction of the cost of the float64 `erfc` rounded once.
 
+use super::expf::exp_f32;
+
 /// `erf(x)` in float32, as XLA's CPU backend computes it.
 #[allow(clippy::excessive_precision)] // the digits as XLA writes them
 #[inline(always)] // into the AVX2 + FMA loops of `kernels::simd`
@@ -41,13 +43,16 @@ pub(crate) fn erf_f32(x: f32) -> f32 {
         0.497_469_251_100_675_38,
         1.0,
     ];
-    if CLAMP <= x.abs() {
-        return 1f32.copysign(x);
-    }
+    // Both sides are computed and one is selected, so that a loop over `erf` has no branch and vectorizes.
     let x2 = x * x;
     let p = ALPHA[1..].iter().fold(ALPHA[0], |acc, &c| x2.mul_add(acc, c));
     let q = BETA[1..].iter().fold(BETA[0], |acc, &c| x2.mul_add(acc, c));
-    (x * p) / q
+    let inner = (x * p) / q;
+    if CLAMP <= x.abs() {
+        1f32.copysign(x)
+    } else {
+        inner
+    }
 }
 
 /// `erfc(x)` in float32, as XLA evaluates it (see the module's notes).
@@ -66,7 +71,10 @@ pub(crate) fn erfc_f32(x: f32) -> f32 {
         -2.741_127_028_184_656e-1,
         5.638_259_427_386_472e-1,
     ];
-    const R: [f32; 8] = [
+    // Cephes's eight coefficients after a leading zero, to run the same nine steps as `P`: `0 * q2 + R[1]` is
+    // `R[1]` exactly.
+    const R: [f32; 9] = [
+        0.0,
         -1.047_766_399_936_249e1,
         1.297_719_955_372_516e1,
         -7.495_518_717_768_503,
@@ -76,20 +84,23 @@ pub(crate) fn erfc_f32(x: f32) -> f32 {
         -2.820_767_439_740_514e-1,
         5.641_895_067_754_075e-1,
     ];
+    // Every piece is computed and the right one selected, with no branch, so that the exact `gelu`'s loops
+    // vectorize.
     let a = x.abs();
-    if a < 1.0 {
-        return 1.0 - erf_f32(x);
-    }
+    let near_zero = 1.0 - erf_f32(x);
     let z = -(x * x);
     let q = 1.0 / a;
     let q2 = q * q;
-    let coefficients: &[f32] = if a < 2.0 { &P } else { &R };
-    let p = coefficients[1..].iter().fold(coefficients[0], |acc, &c| acc * q2 + c);
-    let r = if z < -MAXLOG { 0.0 } else { q * z.exp() * p };
-    if x < 0.0 {
-        2.0 - r
+    let below_2 = a < 2.0;
+    let coefficient = |i: usize| if below_2 { P[i] } else { R[i] };
+    let p = (1..P.len()).fold(coefficient(0), |acc, i| acc * q2 + coefficient(i));
+    let tail = q * exp_f32(z) * p;
+    let r = if z < -MAXLOG { 0.0 } else { tail };
+    let reflected = if x < 0.0 { 2.0 - r } else { r };
+    if a < 1.0 {
+        near_zero
     } else {
-        r
+        reflected
     }
 }
 

@@ -48,6 +48,7 @@ mod compare;
 mod conv;
 mod convert;
 mod erf;
+mod expf;
 mod gather;
 mod join;
 mod layer_norm;

@@ -59,13 +59,13 @@ pub(crate) trait Real:
 }
 
 macro_rules! real {
-    ($($t:ident),*) => {$(
+    ($($t:ident: $exp:path),*) => {$(
         impl Real for $t {
             const ONE: Self = 1.0;
             #[inline]
             fn sqrt(self) -> Self { $t::sqrt(self) }
-            #[inline]
-            fn exp(self) -> Self { $t::exp(self) }
+            #[inline(always)]
+            fn exp(self) -> Self { $exp(self) }
             #[inline]
             fn ln(self) -> Self { $t::ln(self) }
             #[inline]
@@ -85,7 +85,8 @@ macro_rules! real {
         }
     )*};
 }
-real!(f32, f64);
+// float32's `exp` is ours (`expf.rs`): it vectorizes and gives the same bits on every CPU and libc.
+real!(f32: super::expf::exp_f32, f64: f64::exp);
 
 macro_rules! float_num {
     ($($t:ident: $c:ident, $up:expr, $down:expr);*) => {$(
