@@ -59,9 +59,12 @@ pub fn softmax_masked(x: &Tensor, mask: &Tensor, axis: isize) -> Result<Tensor> 
     if !fits {
         return Err(Error::Broadcast { op: OP, lhs: x.shape(), rhs: mask.shape() });
     }
-    normalize_axis(OP, xd, axis)?;
+    let last = normalize_axis(OP, xd, axis)? + 1 == xd.len();
     let xs = if x.dtype().is_float() { x.detached() } else { x.detached().cast(DEFAULT_FLOATX) };
     let mask = mask.detached();
+    if last && matches!(xs.dtype(), DType::Float32 | DType::Float64) && xs.size() > 0 {
+        return Ok(fused::softmax_last(x, xs, &mask));
+    }
     let filled = where_(&mask, &xs, large_negative_number(xs.dtype()), DEFAULT_FLOATX)?;
     let z = where_(&mask, filled.softmax(axis)?, Tensor::zeros([], xs.dtype()), DEFAULT_FLOATX)?;
     if !trace::any_traced(&[x]) || !x.dtype().is_float() {
@@ -74,6 +77,106 @@ pub fn softmax_masked(x: &Tensor, mask: &Tensor, axis: isize) -> Result<Tensor> 
         let zs = binary(BinaryOp::Multiply, &saved, &s, DEFAULT_FLOATX)?;
         Ok(vec![Some(binary(BinaryOp::Subtract, zg, &zs, DEFAULT_FLOATX)?)])
     }))
+}
+
+/// [`softmax_masked`] over the last axis of a float32 or float64 tensor, forward and backward, one row per
+/// task: the same operations in the same order as the composed form (`where`, the row's maximum, `exp`, the
+/// row's fixed-tree sum, the division, `where`; backward `z * g - z * sum(z * g)`), so the same bits, in two
+/// passes over the data instead of about eleven.
+mod fused {
+    use super::super::num::{Num, Real};
+    use super::super::trace;
+    use super::large_negative_number;
+    use crate::kernels;
+    use crate::tensor::{Element, Tensor};
+
+    /// Where row `i`'s mask starts in the mask's own (standard-layout) data, and its stride along the last
+    /// axis: zero along the axes over which the mask is broadcast.
+    struct MaskRows {
+        bits: Vec<bool>,
+        starts: Vec<usize>,
+        step: usize,
+    }
+
+    impl MaskRows {
+        fn new(mask: &Tensor, dims: &[usize]) -> MaskRows {
+            let bits: Vec<bool> = mask.to_standard_layout().as_slice::<bool>().expect("a bool mask").to_vec();
+            let md = mask.dims();
+            // The mask's strides aligned to `dims` from the right (0 where it has 1 or no axis).
+            let mut strides = vec![0usize; dims.len()];
+            let mut stride = 1;
+            for (k, &m) in md.iter().enumerate().rev() {
+                let at = dims.len() - md.len() + k;
+                strides[at] = if m == 1 { 0 } else { stride };
+                stride *= m;
+            }
+            let lead = &dims[..dims.len() - 1];
+            let n_rows: usize = lead.iter().product();
+            let mut starts = Vec::with_capacity(n_rows);
+            let mut index = vec![0usize; lead.len()];
+            for _ in 0..n_rows {
+                starts.push(index.iter().zip(&strides).map(|(i, s)| i * s).sum());
+                for (slot, &d) in index.iter_mut().zip(lead).rev() {
+                    *slot += 1;
+                    if *slot < d {
+                        break;
+                    }
+                    *slot = 0;
+                }
+            }
+            MaskRows { bits, starts, step: strides[dims.len() - 1] }
+        }
+
+        fn keep(&self, row: usize, j: usize) -> bool {
+            self.bits[self.starts[row] + j * self.step]
+        }
+    }
+
+    pub(super) fn softmax_last(x: &Tensor, xs: Tensor, mask: &Tensor) -> Tensor {
+        match xs.dtype() {
+            crate::dtype::DType::Float32 => softmax_typed::<f32>(x, xs, mask),
+            _ => softmax_typed::<f64>(x, xs, mask),
+        }
+    }
+
+    fn softmax_typed<T: Element + Real + Num>(x: &Tensor, xs: Tensor, mask: &Tensor) -> Tensor {
+        let dims = xs.dims().to_vec();
+        let c = dims[dims.len() - 1];
+        let xs = xs.to_standard_layout();
+        let data = xs.as_slice::<T>().expect("standard layout, checked dtype");
+        let rows = std::sync::Arc::new(MaskRows::new(mask, &dims));
+        let negative = T::from_f64(large_negative_number(xs.dtype()));
+        let mut z = kernels::buffer::alloc::<T>(data.len());
+        kernels::for_rows(z.as_mut_slice(), c, 4 * data.len(), |i, out| {
+            let row = &data[i * c..(i + 1) * c];
+            for (j, (o, &v)) in out.iter_mut().zip(row).enumerate() {
+                *o = if rows.keep(i, j) { v } else { negative };
+            }
+            let m = kernels::min_max_by(out, |v: T| v, <T as Num>::maximum).expect("a row is not empty");
+            kernels::simd::dispatch(|| out.iter_mut().for_each(|o| *o = (*o - m).exp()));
+            let total = kernels::sum_by(out, |v: T| v);
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = if rows.keep(i, j) { *o / total } else { T::ZERO };
+            }
+        });
+        let z = Tensor::from(z.into_arrayd(&dims));
+        if !trace::any_traced(&[x]) {
+            return z;
+        }
+        let saved = z.clone();
+        trace::custom(&[x], z, move |g, _| {
+            let g = g.cast(saved.dtype()).to_standard_layout();
+            let (zs, gs) = (saved.as_slice::<T>().expect("standard"), g.as_slice::<T>().expect("standard"));
+            let mut dx = kernels::buffer::alloc::<T>(zs.len());
+            kernels::for_rows(dx.as_mut_slice(), c, 3 * zs.len(), |i, out| {
+                let (zr, gr) = (&zs[i * c..(i + 1) * c], &gs[i * c..(i + 1) * c]);
+                kernels::simd::dispatch(|| out.iter_mut().zip(zr).zip(gr).for_each(|((o, &z), &g)| *o = z * g));
+                let s = kernels::sum_by(out, |v: T| v);
+                kernels::simd::dispatch(|| out.iter_mut().zip(zr).for_each(|(o, &z)| *o = *o - z * s));
+            });
+            Ok(vec![Some(Tensor::from(dx.into_arrayd(saved.dims())))])
+        })
+    }
 }
 
 impl Tensor {

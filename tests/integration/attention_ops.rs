@@ -144,3 +144,43 @@ fn attention_ops_are_bit_identical_at_any_thread_count() {
         assert!(g.bit_eq(&g1), "gradient at {n} threads");
     }
 }
+
+/// Keras's composed form, `where(mask, softmax(where(mask, x, -1e9)), 0)`, and its closed-form backward
+/// `z * g - z * sum(z * g)`, out of separate ops.
+fn composed_softmax_masked(x: &Tensor, mask: &Tensor, g: &Tensor) -> (Tensor, Tensor) {
+    let filled = where_(mask, x, -1e9, x.dtype()).unwrap();
+    let z = where_(mask, filled.softmax(-1).unwrap(), Tensor::zeros([], x.dtype()), x.dtype()).unwrap();
+    let zg = z.mul(g).unwrap();
+    let s = zg.sum(Axes::from(-1), true).unwrap();
+    let dx = zg.sub(z.mul(&s).unwrap()).unwrap();
+    (z, dx)
+}
+
+#[test]
+fn fused_softmax_masked_gives_the_composed_forms_bits() {
+    // Masks as attention builds them: causal (T, S) broadcast over batch and heads, one per example, one per
+    // key broadcast over queries, and a mask with rows masked everywhere.
+    let dims = [3, 2, 5, 7];
+    let causal =
+        Tensor::full([5, 7], DType::Bool, true).tril(0).unwrap().expand_dims(0).unwrap().expand_dims(0).unwrap();
+    let per_example =
+        Tensor::from_shape_vec([3, 1, 5, 7], (0..105).map(|i| i % 4 != 1).collect::<Vec<bool>>()).unwrap();
+    let per_key = Tensor::from_shape_vec([1, 7], (0..7).map(|i| i != 3).collect::<Vec<bool>>()).unwrap();
+    let empty_rows = Tensor::from_shape_vec([2, 5, 1], (0..10).map(|i| i % 3 != 0).collect::<Vec<bool>>()).unwrap();
+    for dtype in [DType::Float32, DType::Float64] {
+        let x = fd::tensor(11, &dims, -30.0, 30.0).cast(dtype);
+        let g = fd::tensor(12, &dims, -1.0, 1.0).cast(dtype);
+        for (name, mask) in
+            [("causal", &causal), ("per example", &per_example), ("per key", &per_key), ("empty", &empty_rows)]
+        {
+            let out = ValueAndGrad::new()
+                .call(StateStore::new(), |scope| {
+                    softmax_masked(&scope.watch(&x)?, mask, -1)?.mul(&g)?.sum(Axes::All, false)
+                })
+                .unwrap();
+            let (z, dx) = composed_softmax_masked(&x, mask, &g);
+            assert!(softmax_masked(&x, mask, -1).unwrap().bit_eq(&z), "{dtype:?} {name}: forward");
+            assert!(out.inputs[0].bit_eq(&dx), "{dtype:?} {name}: backward");
+        }
+    }
+}
