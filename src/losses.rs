@@ -307,15 +307,21 @@ fn crossentropy_from_logits<T: LossFloat>(pred: &Tensor, targets: Targets<T>) ->
         let scale = g.cast(T::DTYPE).to_vec::<T>()?[0] / T::of(n_rows as f64);
         let zs = z.as_slice::<T>().expect("standard layout, compute dtype");
         let mut out = vec![T::ZERO; zs.len()];
-        kernels::fill_indexed(&mut out, |i| {
-            let (row, j) = (i / classes, i % classes);
+        // Row by row (an exp and a few flops per element: parallel from a quarter of the usual size), each
+        // element `scale * (softmax * weight - target)`.
+        kernels::for_rows(&mut out, classes, 4 * zs.len(), |row, o| {
             let (m, lse, _, weight) = rows[row];
-            let target = match &targets {
-                Targets::Sparse(index) if index[row] == j => T::ONE,
-                Targets::Sparse(_) => T::ZERO,
-                Targets::Dense(t) => t[i],
-            };
-            scale * (((zs[i] - m) - lse).exp() * weight - target)
+            let (zr, at) = (&zs[row * classes..(row + 1) * classes], row * classes);
+            let grad = |v: T, target: T| scale * (((v - m) - lse).exp() * weight - target);
+            match &targets {
+                Targets::Sparse(index) => {
+                    kernels::simd::dispatch(|| o.iter_mut().zip(zr).for_each(|(o, &v)| *o = grad(v, T::ZERO)));
+                    o[index[row]] = grad(zr[index[row]], T::ONE);
+                }
+                Targets::Dense(t) => kernels::simd::dispatch(|| {
+                    o.iter_mut().zip(zr).zip(&t[at..at + classes]).for_each(|((o, &v), &t)| *o = grad(v, t))
+                }),
+            }
         });
         Tensor::from_shape_vec(dims.as_slice(), out)
     };

@@ -206,8 +206,9 @@ where
     }
     let data = &data[..n_rows * row_len];
     if data.len() >= THRESHOLD && row_len < THRESHOLD && n_rows > 1 {
-        // Groups of whole rows of about THRESHOLD elements each go to one task.
-        let per_task = (THRESHOLD / row_len).max(1);
+        // Groups of whole rows of about CHUNK elements each go to one task (groups of THRESHOLD elements left
+        // a 2048 x 128 activation in one task: on one thread).
+        let per_task = (CHUNK / row_len).max(1);
         let groups = super::par_map(n_rows.div_ceil(per_task), &|g| {
             let rows = &data[g * per_task * row_len..((g + 1) * per_task * row_len).min(data.len())];
             rows.chunks(row_len).map(&f).collect::<Vec<R>>()
