@@ -213,6 +213,8 @@ impl ValueAndGrad {
         F: FnOnce(&mut Scope) -> Result<(Tensor, A)>,
     {
         const OP: &str = "value_and_grad";
+        // A forward and backward pass is a burst of parallel ops with serial work between them.
+        crate::kernels::par::keep_awake();
         let state = state.into_state();
         let vars = match &self.wrt {
             Some(vars) => {

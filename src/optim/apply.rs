@@ -439,6 +439,7 @@ impl Core {
     pub(crate) fn apply<R: Rule>(&self, rule: &R, mut state: StateStore, grads: &Grads) -> Result<StateStore> {
         // Every check first: nothing changes unless the whole step can run.
         self.check(rule, &state, grads)?;
+        crate::kernels::par::keep_awake();
         let b = self.built()?;
         let calls = self.calls(&state)?;
         // Keras's `iterations` (updates so far), which Adam's bias correction and the averages see; schedules
