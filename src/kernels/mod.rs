@@ -20,7 +20,7 @@
 //! | [`buffer`] | output buffers of large results: recycled through a bounded pool, staggered start offsets |
 //! | [`gemm`](mod@gemm) | `gemm`, `gemm_batched`: f32/f64 matrix products over rayon (the one audited foreign call), deterministic |
 //! | [`layout`] | `standard`, `to_standard`: a strided or broadcast view in row-major order, a row per copy, in parallel |
-//! | [`par`] | `map_tasks`: coarse jobs (one per replica) in parallel, results in order |
+//! | [`par`] | `map_tasks`: coarse jobs (one per replica) in parallel, results in order; `keep_awake`: the pool spins through a burst |
 //! | [`rows`] | `for_rows`: whole rows of an output written in parallel (convolution and pooling) |
 //! | [`simd`] | `dispatch`: elementwise loops compiled for AVX2+FMA too, picked at run time, same bits |
 

@@ -1,4 +1,5 @@
-//! Task parallelism: a few coarse, independent jobs (one per replica) run on rayon's pool, results in order.
+//! Task parallelism: a few coarse, independent jobs (one per replica) run on rayon's pool, results in order;
+//! and [`keep_awake`], which keeps the pool's threads looking for work through a burst of parallel operations.
 
 /// `[f(0), .., f(n - 1)]`, each call a rayon task (whatever the work size), collected in index order.
 ///
