@@ -11,9 +11,9 @@
 //! reorders floating-point additions, so a vectorized elementwise loop computes each element with the same
 //! operations in the same order; `mul_add` is correctly rounded both in hardware and in `fmaf`; float32 `exp`
 //! is the crate's own straight-line arithmetic (`ops/expf.rs`, vectorized like the rest), and the other
-//! transcendental calls (`tanh`, `ln`, float64 `exp`, ...) go to the same C library either way. [`force_baseline`] makes every dispatched
-//! loop take the baseline path, and the tests compare the two. Reductions keep their fixed trees
-//! ([`reduce`](super::reduce)) and are not dispatched.
+//! transcendental calls (`tanh`, `ln`, float64 `exp`, ...) go to the same C library either way.
+//! [`force_baseline`] makes every dispatched loop take the baseline path, and the tests compare the two.
+//! Reductions keep their fixed trees ([`reduce`](super::reduce)) and are not dispatched.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;

@@ -43,7 +43,7 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     let r = z - (shifted - SHIFT);
     let p = C[1..].iter().fold(C[0], |acc, &c| acc * r + c);
     // The low 12 bits of `shifted` hold `k` (two's complement), so these are the bits of the float64 `2^k`:
-    // exponent field `k + 1023`, in [919, 1152] after the clamp.
+    // exponent field `k + 1023`, in [873, 1151] after the clamp (`k` from -150 to 128).
     let scale = f64::from_bits(shifted.to_bits().wrapping_add(1023) << 52);
     (p * scale) as f32
 }
