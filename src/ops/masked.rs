@@ -144,7 +144,7 @@ mod fused {
         let c = dims[dims.len() - 1];
         let xs = xs.to_standard_layout();
         let data = xs.as_slice::<T>().expect("standard layout, checked dtype");
-        let rows = std::sync::Arc::new(MaskRows::new(mask, &dims));
+        let rows = MaskRows::new(mask, &dims);
         let negative = T::from_f64(large_negative_number(xs.dtype()));
         let mut z = kernels::buffer::alloc::<T>(data.len());
         kernels::for_rows(z.as_mut_slice(), c, 4 * data.len(), |i, out| {
