@@ -98,6 +98,24 @@ pub fn map_indices<R: Send>(n: usize, work: usize, f: impl Fn(usize) -> R + Sync
     }
 }
 
+/// `[f(item) for item in items]`, in order: each item a rayon task of its own (work stealing balances items of
+/// unequal size) when `work`, the total number of elements the calls touch, reaches [`THRESHOLD`] and there are
+/// at least two items; otherwise on the calling thread. For per-variable work (an optimizer's updates, the
+/// weights' moving averages), where many variables each below the threshold add up to a large step.
+///
+/// # Examples
+/// ```
+/// let lengths = purestate::kernels::map_items(vec![vec![1.0f32; 3], vec![2.0; 5]], 8, |v| v.len());
+/// assert_eq!(lengths, [3, 5]);
+/// ```
+pub fn map_items<L: Send, R: Send>(items: Vec<L>, work: usize, f: impl Fn(L) -> R + Sync + Send) -> Vec<R> {
+    if work < THRESHOLD || items.len() < 2 {
+        items.into_iter().map(f).collect()
+    } else {
+        par_map_items(items, &f)
+    }
+}
+
 // The only calls into rayon. Loop bodies reach them as `dyn Fn`, called once per chunk, so rayon's
 // machinery is compiled once per element type rather than once per operation and dtype; the inner loops
 // stay monomorphic (and vectorized) inside the closures.
@@ -107,9 +125,9 @@ fn par_chunks_mut<C: Send>(out: &mut [C], chunk: usize, f: &(dyn Fn(usize, &mut 
     out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
 }
 
-/// `[f(item) for item in items]`, in parallel, in order.
+/// `[f(item) for item in items]`, in parallel (each item a task of its own), in order.
 fn par_map_items<L: Send, R: Send>(items: Vec<L>, f: &(dyn Fn(L) -> R + Sync)) -> Vec<R> {
-    items.into_par_iter().map(f).collect()
+    items.into_par_iter().with_max_len(1).map(f).collect()
 }
 
 /// `f(item)` for every item, in parallel.

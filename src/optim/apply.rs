@@ -516,14 +516,44 @@ impl Core {
             }
             _ => None,
         };
+        // Every variable's buffers leave the store, the updates run (one task per variable once the step is
+        // large: a model of many small variables is as parallel as one of a few large ones), and the new values
+        // go back. Each update reads only its own buffers, so the bits do not depend on the scheduling.
+        let mut jobs = Vec::with_capacity(updates.len());
         for (var, grad) in updates {
             let gmap = self.grad_map(grad, global)?;
-            match var.dtype() {
-                DType::Float16 => self.update_one::<R, f16>(rule, state, b, var, grad, lr, step, gmap)?,
-                DType::Bfloat16 => self.update_one::<R, bf16>(rule, state, b, var, grad, lr, step, gmap)?,
-                DType::Float32 => self.update_one::<R, f32>(rule, state, b, var, grad, lr, step, gmap)?,
-                DType::Float64 => self.update_one::<R, f64>(rule, state, b, var, grad, lr, step, gmap)?,
-                other => return Err(Error::UnsupportedDType { op: "Optimizer::apply", dtype: other }),
+            let slots = &b.slots[*var];
+            let mut values: Vec<Tensor> = Vec::with_capacity(1 + slots.len());
+            values.push(state.take_value(var)?);
+            for s in slots {
+                values.push(state.take_value(s)?);
+            }
+            jobs.push(Job { dtype: var.dtype(), grad, gmap, values });
+        }
+        let work = jobs.iter().map(|j| j.grad.size() * (1 + j.values.len())).sum();
+        let wd = self.options.weight_decay;
+        let done = kernels::map_items(jobs, work, |job| match job.dtype {
+            DType::Float16 => update_one::<R, f16>(rule, job, lr, step, wd),
+            DType::Bfloat16 => update_one::<R, bf16>(rule, job, lr, step, wd),
+            DType::Float32 => update_one::<R, f32>(rule, job, lr, step, wd),
+            DType::Float64 => update_one::<R, f64>(rule, job, lr, step, wd),
+            other => Err(Error::UnsupportedDType { op: "Optimizer::apply", dtype: other }),
+        });
+        for ((var, _), done) in updates.iter().zip(done) {
+            let (values, facts) = done?;
+            let targets = std::iter::once(*var).chain(&b.slots[*var]);
+            match facts {
+                Some(facts) => {
+                    for ((target, value), (chunks, finite)) in targets.zip(values).zip(facts) {
+                        let digest = fingerprint::digest_from_chunks(target.path(), &value, &chunks);
+                        state.put_value_with_facts(target, value, digest, finite)?;
+                    }
+                }
+                None => {
+                    for (target, value) in targets.zip(values) {
+                        state.put_value(target, value)?;
+                    }
+                }
             }
         }
         Ok(())
@@ -534,11 +564,9 @@ impl Core {
     /// call's increment: the first step's momentum is 0, so the average starts as a copy of the variable.
     fn update_averages(&self, state: &mut StateStore, b: &Built, momentum: f64, step: i64) -> Result<()> {
         let momentum = if step != 0 { momentum } else { 0.0 };
-        for var in &b.order {
-            if let Some(average) = b.averages.get(var) {
-                ema::update(state, var, average, momentum)?;
-            }
-        }
+        let pairs: Vec<(&Variable, &Variable)> =
+            b.order.iter().filter_map(|var| b.averages.get(var).map(|average| (var, average))).collect();
+        ema::update(state, &pairs, momentum)?;
         if let Some(every) = self.options.ema_overwrite_frequency {
             if (step + 1).rem_euclid(i64::from(every)) == 0 {
                 ema::overwrite(state, b.order.iter().filter_map(|v| b.averages.get(v).map(|a| (v, a))))?;
@@ -572,72 +600,55 @@ impl Core {
         }
         Ok(GradMap::IDENTITY)
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
-    fn update_one<R, T>(
-        &self,
-        rule: &R,
-        state: &mut StateStore,
-        b: &Built,
-        var: &Variable,
-        grad: &Tensor,
-        lr: f32,
-        step: i64,
-        gmap: GradMap,
-    ) -> Result<()>
-    where
-        R: Rule,
-        T: Float + bytemuck::NoUninit,
-        T::C: OptReal,
-    {
-        let of = |x: f64| <T::C as OptReal>::of(x);
-        let consts = UpdateConsts { lr: of(f64::from(lr)), local_step: of((step + 1) as f64) };
-        let wd = self.options.weight_decay.map(of);
-        let slot_vars = &b.slots[var];
-        // Move the buffers out of the store so that each is held once and updated in place when unshared.
-        let mut values: Vec<Tensor> = Vec::with_capacity(1 + slot_vars.len());
-        values.push(state.take_value(var)?);
-        for s in slot_vars {
-            values.push(state.take_value(s)?);
-        }
-        let grad = contiguous::<T>(grad)?;
-        let clipped = {
-            let (mul, div, lo, hi) = (of(gmap.mul), of(gmap.div), of(gmap.lo), of(gmap.hi));
-            move |g: T::C| {
-                let g = g * mul / div;
-                if g < lo {
-                    lo
-                } else if g > hi {
-                    hi
-                } else {
-                    g
-                }
-            }
-        };
-        let lr = consts.lr;
-        // Keras's decoupled weight decay is `p - p * wd * lr`.
-        let facts = match (gmap == GradMap::IDENTITY, wd) {
-            (true, None) => fused_update(rule, &mut values, &grad, &consts, |g| g, |w| w)?,
-            (true, Some(wd)) => fused_update(rule, &mut values, &grad, &consts, |g| g, move |w| w - w * wd * lr)?,
-            (false, None) => fused_update(rule, &mut values, &grad, &consts, clipped, |w| w)?,
-            (false, Some(wd)) => fused_update(rule, &mut values, &grad, &consts, clipped, move |w| w - w * wd * lr)?,
-        };
-        match facts {
-            Some(facts) => {
-                for ((target, value), (chunks, finite)) in std::iter::once(var).chain(slot_vars).zip(values).zip(facts)
-                {
-                    let digest = fingerprint::digest_from_chunks(target.path(), &value, &chunks);
-                    state.put_value_with_facts(target, value, digest, finite)?;
-                }
-            }
-            None => {
-                for (target, value) in std::iter::once(var).chain(slot_vars).zip(values) {
-                    state.put_value(target, value)?;
-                }
+/// One variable's update with its buffers out of the store: the variable's dtype, the gradient (already in
+/// that dtype), its clipping, and the values of the parameter and then of its slots, in the order of [`Rule::slots`].
+struct Job<'a> {
+    dtype: DType,
+    grad: &'a Tensor,
+    gmap: GradMap,
+    values: Vec<Tensor>,
+}
+
+/// The new values of a [`Job`] (same order), and what the fused pass learned of them when it wrote new buffers.
+type Updated = (Vec<Tensor>, Option<Vec<WrittenFacts>>);
+
+/// Runs one variable's update: the constants in the variable's precision, clipping and the decoupled weight
+/// decay (`wd`) folded into the rule's fused pass.
+fn update_one<R, T>(rule: &R, job: Job<'_>, lr: f32, step: i64, wd: Option<f64>) -> Result<Updated>
+where
+    R: Rule,
+    T: Float + bytemuck::NoUninit,
+    T::C: OptReal,
+{
+    let Job { grad, gmap, mut values, .. } = job;
+    let of = |x: f64| <T::C as OptReal>::of(x);
+    let consts = UpdateConsts { lr: of(f64::from(lr)), local_step: of((step + 1) as f64) };
+    let wd = wd.map(of);
+    let grad = contiguous::<T>(grad)?;
+    let clipped = {
+        let (mul, div, lo, hi) = (of(gmap.mul), of(gmap.div), of(gmap.lo), of(gmap.hi));
+        move |g: T::C| {
+            let g = g * mul / div;
+            if g < lo {
+                lo
+            } else if g > hi {
+                hi
+            } else {
+                g
             }
         }
-        Ok(())
-    }
+    };
+    let lr = consts.lr;
+    // Keras's decoupled weight decay is `p - p * wd * lr`.
+    let facts = match (gmap == GradMap::IDENTITY, wd) {
+        (true, None) => fused_update(rule, &mut values, &grad, &consts, |g| g, |w| w)?,
+        (true, Some(wd)) => fused_update(rule, &mut values, &grad, &consts, |g| g, move |w| w - w * wd * lr)?,
+        (false, None) => fused_update(rule, &mut values, &grad, &consts, clipped, |w| w)?,
+        (false, Some(wd)) => fused_update(rule, &mut values, &grad, &consts, clipped, move |w| w - w * wd * lr)?,
+    };
+    Ok((values, facts))
 }
 
 /// What the fused pass learned of one value it wrote: its chunk digests and whether it is all finite.

@@ -14,23 +14,35 @@ use crate::store::StateStore;
 use crate::tensor::Tensor;
 use crate::variable::Variable;
 
-/// `average = m * average + (1 - m) * var`, computed as Keras does in the variable's dtype: `m` is the
-/// momentum cast to it, `1 - m` is computed in it, and each product is rounded to it before the sum.
+/// `average = m * average + (1 - m) * var` for each `(var, average)` pair, computed as Keras does in the
+/// variable's dtype: `m` is the momentum cast to it, `1 - m` is computed in it, and each product is rounded to
+/// it before the sum.
 ///
-/// O(size of `var`); in place when the average's buffer is held by this state alone, otherwise into a new
-/// buffer in the same pass (the old one stays with the snapshot or history that holds it).
-pub(crate) fn update(state: &mut StateStore, var: &Variable, average: &Variable, momentum: f64) -> Result<()> {
-    let source = state.get(var)?;
-    let mut target = state.take_value(average)?;
-    let blended = match var.dtype() {
-        DType::Float16 => blend::<f16>(&mut target, &source, momentum),
-        DType::Bfloat16 => blend::<bf16>(&mut target, &source, momentum),
-        DType::Float32 => blend::<f32>(&mut target, &source, momentum),
-        DType::Float64 => blend::<f64>(&mut target, &source, momentum),
-        other => Err(Error::UnsupportedDType { op: "Optimizer::apply", dtype: other }),
-    };
-    state.put_value(average, target)?;
-    blended
+/// O(size of the variables); each average in place when its buffer is held by this state alone, otherwise into
+/// a new buffer in the same pass (the old one stays with the snapshot or history that holds it). The averages
+/// leave the store, blend as one task each once they are large in all ([`kernels::map_items`]), and go back.
+pub(crate) fn update(state: &mut StateStore, pairs: &[(&Variable, &Variable)], momentum: f64) -> Result<()> {
+    let mut jobs = Vec::with_capacity(pairs.len());
+    for &(var, average) in pairs {
+        jobs.push((var.dtype(), state.get(var)?, state.take_value(average)?));
+    }
+    let work = jobs.iter().map(|(_, source, _)| 3 * source.size()).sum();
+    let blended = kernels::map_items(jobs, work, |(dtype, source, mut target)| {
+        let done = match dtype {
+            DType::Float16 => blend::<f16>(&mut target, &source, momentum),
+            DType::Bfloat16 => blend::<bf16>(&mut target, &source, momentum),
+            DType::Float32 => blend::<f32>(&mut target, &source, momentum),
+            DType::Float64 => blend::<f64>(&mut target, &source, momentum),
+            other => Err(Error::UnsupportedDType { op: "Optimizer::apply", dtype: other }),
+        };
+        (target, done)
+    });
+    let mut first_error = Ok(());
+    for (&(_, average), (target, done)) in pairs.iter().zip(blended) {
+        state.put_value(average, target)?;
+        first_error = first_error.and(done);
+    }
+    first_error
 }
 
 /// Each variable takes its average's value (the buffer is shared, not copied). O(log n) per pair.
@@ -85,7 +97,7 @@ mod tests {
     fn the_average_moves_toward_the_variable_with_keras_rounding() {
         let mut state = StateStore::new();
         let (var, average) = pair(&mut state, &[1.0, -2.0, 3.5], &[0.5, 0.5, 0.5]);
-        update(&mut state, &var, &average, 0.9).unwrap();
+        update(&mut state, &[(&var, &average)], 0.9).unwrap();
         let m = 0.9f32;
         let c = 1.0f32 - m;
         let want: Vec<f32> = [1.0f32, -2.0, 3.5].iter().map(|&v| m * 0.5 + c * v).collect();
@@ -96,7 +108,7 @@ mod tests {
     fn momentum_zero_copies_the_variable() {
         let mut state = StateStore::new();
         let (var, average) = pair(&mut state, &[1.0, -2.0], &[7.0, 8.0]);
-        update(&mut state, &var, &average, 0.0).unwrap();
+        update(&mut state, &[(&var, &average)], 0.0).unwrap();
         assert_eq!(state.get(&average).unwrap().to_vec::<f32>().unwrap(), [1.0, -2.0]);
     }
 
@@ -105,12 +117,12 @@ mod tests {
         let mut state = StateStore::new();
         let (var, average) = pair(&mut state, &[1.0, 1.0], &[0.0, 0.0]);
         let snapshot = state.clone();
-        update(&mut state, &var, &average, 0.5).unwrap();
+        update(&mut state, &[(&var, &average)], 0.5).unwrap();
         assert_eq!(state.get(&average).unwrap().to_vec::<f32>().unwrap(), [0.5, 0.5]);
         assert_eq!(snapshot.get(&average).unwrap().to_vec::<f32>().unwrap(), [0.0, 0.0]);
         let ptr = state.get(&average).unwrap().as_ptr();
         drop(snapshot);
-        update(&mut state, &var, &average, 0.5).unwrap();
+        update(&mut state, &[(&var, &average)], 0.5).unwrap();
         assert_eq!(state.get(&average).unwrap().as_ptr(), ptr, "an unshared average is updated in place");
     }
 
