@@ -6,7 +6,8 @@ tools/jax_step.py (each thread count in its own process under taskset). After th
 for each model (the two MLPs and the CNN `cnn-8x8-32-64`) and thread count, the median over the rounds of
 purestate's tape step on an owned state, of the same step committed through a `Trainer` (keep_last(2)), and of
 JAX's jitted step, and the ratios to JAX (each the median over the rounds of that round's ratio, so that both
-sides of a ratio ran minutes apart at most).
+sides of a ratio ran minutes apart at most). After each round tools/two_cores.rs (built with rustc) measures what
+a second thread adds on this machine at that moment, the baseline for the "2 threads over 1" figures.
 A model or variant that criterion did not report (e.g. `step/cnn-8x8-32-64/tape/1t` before that benchmark
 exists) is shown as "n/a".
 
@@ -19,9 +20,11 @@ Run from the repository root: python3 tools/peer_step.py [--rounds 3] [--runs 50
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,6 +63,14 @@ def criterion_medians(since):
     return medians
 
 
+def build_two_cores(directory):
+    """tools/two_cores.rs compiled into `directory`; returns the executable's path."""
+    exe = os.path.join(directory, "two_cores")
+    subprocess.run(["rustc", "-O", "-C", "target-cpu=native", os.path.join(ROOT, "tools", "two_cores.rs"), "-o", exe],
+                   check=True)
+    return exe
+
+
 def run_round(runs, only):
     """One round: purestate's benchmarks, then JAX's. Returns ({bench id: s}, [jax reports])."""
     start = time.time()
@@ -89,9 +100,13 @@ def main():
 
     rows = {}  # (mlp, batch, threads) -> {"jax": [...], variant: [...], variant + "/ratio": [...]}
     jax_version = None
+    probe_dir = tempfile.mkdtemp()
+    two_cores = build_two_cores(probe_dir)
+    machine = []  # two_cores's line after each round
     for k in range(args.rounds):
         print(f"round {k + 1}/{args.rounds}", file=sys.stderr)
         ours, reports = run_round(args.runs, args.only)
+        machine.append(subprocess.run([two_cores], check=True, capture_output=True, text=True).stdout.strip())
         for report in reports:
             jax_version = report["jax"]
             threads = report["threads"]
@@ -141,6 +156,11 @@ def main():
         pairs = ", ".join(f"{a * 1e3:.3f}/{b * 1e3:.3f} ({c:.2f})"
                           for a, b, c in zip(row[VARIANTS[0][0]], row["jax"], row["jax_cpu"]))
         print(f"  {mlp} {threads}t: {pairs}")
+    print()
+    print("this machine after each round (tools/two_cores.rs):")
+    for k, line in enumerate(machine):
+        print(f"  round {k + 1}: {line}")
+    shutil.rmtree(probe_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@
 //! - `in-cache`: a scale-and-add pass over 256 KiB per thread (inside each core's L2), an elementwise op;
 //! - `memory`: the same pass over 64 MiB per thread, bound by memory bandwidth.
 //!
-//! Each figure is the median of 7 trials. No dependencies: `tools/lm_peer_rounds.sh` builds it with
-//! `rustc -O -C target-cpu=native tools/two_cores.rs -o DIR/two_cores`.
+//! Each figure is the median of 7 trials. No dependencies: `tools/lm_peer_rounds.sh` and `tools/peer_step.py`
+//! build it with `rustc -O -C target-cpu=native tools/two_cores.rs -o DIR/two_cores`.
 
 use std::hint::black_box;
 use std::time::Instant;
