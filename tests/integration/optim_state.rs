@@ -275,3 +275,54 @@ fn a_non_finite_step_under_loss_scaling_commits_a_version_with_the_weights_uncha
     assert_eq!(opt.iterations(after).unwrap(), 1);
     assert_ne!(trainer.fingerprint(2).unwrap(), trainer.fingerprint(1).unwrap());
 }
+
+/// `n` float32 variables of `size` elements each, values different per variable.
+fn many_variables(n: usize, size: usize) -> (StateStore, Vec<Variable>) {
+    let mut state = StateStore::new();
+    let vars = (0..n)
+        .map(|v| {
+            let values: Vec<f32> = (0..size).map(|i| ((i * 7 + v * 13) % 101) as f32 * 0.01 - 0.5).collect();
+            state.create(VariableSpec::new(Tensor::from(values)).name(format!("w{v}")).name_scope("many")).unwrap()
+        })
+        .collect();
+    (state, vars)
+}
+
+/// AdamW with clipping, weight decay and moving averages over 40 variables of 8 Ki elements (each below the
+/// parallel threshold, together above it, so the updates run side by side), three steps committed through a
+/// trainer: the same bits at 1, 2 and 7 threads, and for every variable the bits of the same optimizer run on a
+/// store holding that variable alone.
+#[test]
+fn many_small_variables_updated_side_by_side_give_the_bits_of_one_at_a_time() {
+    let optimizer = || purestate::optim::AdamW::new(0.01).weight_decay(0.05).clipnorm(1.0).use_ema(0.9);
+    let train = |state: StateStore, vars: &[Variable], threads: usize| -> StateStore {
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| {
+            let mut opt = optimizer();
+            let mut state = state;
+            opt.build(&mut state, vars).unwrap();
+            let mut trainer: Trainer = Trainer::new(state);
+            for k in 0..3 {
+                let next = opt.apply(trainer.state().clone(), &grads(vars, k)).unwrap();
+                trainer.commit(next).unwrap();
+            }
+            trainer.state().clone()
+        })
+    };
+    let (state, vars) = many_variables(40, 8 << 10);
+    let one = train(state.clone(), &vars, 1);
+    for threads in [2, 7] {
+        let other = train(state.clone(), &vars, threads);
+        assert_eq!(other.fingerprint(), one.fingerprint(), "{threads} threads");
+    }
+    for (v, var) in vars.iter().enumerate().step_by(13) {
+        let (alone, alone_vars) = many_variables(v + 1, 8 << 10);
+        let alone_var = &alone_vars[v];
+        let mut only = StateStore::new();
+        let copy =
+            only.create(VariableSpec::new(alone.get(alone_var).unwrap()).name(format!("w{v}")).name_scope("many"));
+        let copy = copy.unwrap();
+        let trained = train(only, std::slice::from_ref(&copy), 2);
+        let want = trained.get(&copy).unwrap().to_vec::<f32>().unwrap();
+        assert_eq!(one.get(var).unwrap().to_vec::<f32>().unwrap(), want, "{}", var.path());
+    }
+}
