@@ -652,7 +652,7 @@ where
 }
 
 /// What the fused pass learned of one value it wrote: its chunk digests and whether it is all finite.
-type WrittenFacts = (Vec<u128>, bool);
+pub(crate) type WrittenFacts = (Vec<u128>, bool);
 
 /// One variable's update as a single pass over memory: `values` are the parameter and its slots, in the order
 /// of [`Rule::slots`]. When this step holds every buffer alone, they are updated in place. When a snapshot or the
@@ -736,7 +736,7 @@ where
 /// Whether every element is finite, in one branch-free pass over the bits: a float is NaN or infinite exactly
 /// when its exponent bits are all ones. Compare-and-or on integer words vectorizes on baseline x86-64 (SSE2),
 /// and so runs at the speed of reading the chunk from cache.
-fn all_finite<T: Float + bytemuck::NoUninit>(s: &[T]) -> bool {
+pub(crate) fn all_finite<T: Float + bytemuck::NoUninit>(s: &[T]) -> bool {
     macro_rules! none_all_ones {
         ($u:ty, $mask:expr) => {{
             let mask: $u = $mask;

@@ -5,11 +5,12 @@
 
 use half::{bf16, f16};
 
-use super::apply::{contiguous, slice_mut, OptReal};
+use super::apply::{all_finite, contiguous, slice_mut, OptReal, WrittenFacts};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::kernels::{self, Moved};
 use crate::ops::num::{Float, Real};
+use crate::store::fingerprint::{self, chunk_elements};
 use crate::store::StateStore;
 use crate::tensor::Tensor;
 use crate::variable::Variable;
@@ -39,8 +40,17 @@ pub(crate) fn update(state: &mut StateStore, pairs: &[(&Variable, &Variable)], m
     });
     let mut first_error = Ok(());
     for (&(_, average), (target, done)) in pairs.iter().zip(blended) {
-        state.put_value(average, target)?;
-        first_error = first_error.and(done);
+        match done {
+            Ok(Some((chunks, finite))) => {
+                let digest = fingerprint::digest_from_chunks(average.path(), &target, &chunks);
+                state.put_value_with_facts(average, target, digest, finite)?;
+            }
+            Ok(None) => state.put_value(average, target)?,
+            Err(e) => {
+                state.put_value(average, target)?;
+                first_error = first_error.and(Err(e));
+            }
+        }
     }
     first_error
 }
@@ -57,7 +67,10 @@ pub(crate) fn overwrite<'a>(
     Ok(())
 }
 
-fn blend<T>(target: &mut Tensor, source: &Tensor, momentum: f64) -> Result<()>
+/// Blends `source` into `target`. In place it returns `None`; into a new buffer (the committed step) it also
+/// hashes and scans each chunk it wrote while the chunk is in cache, and returns the chunk digests and whether
+/// the average is all finite, so that the commit does not read the average again.
+fn blend<T>(target: &mut Tensor, source: &Tensor, momentum: f64) -> Result<Option<WrittenFacts>>
 where
     T: Float + bytemuck::NoUninit,
     T::C: OptReal,
@@ -70,16 +83,31 @@ where
     let src = contiguous::<T>(source)?;
     if target.is_unique() {
         let dst = slice_mut::<T>(target)?;
-        return kernels::zip_mut((dst, &src[..]), |(a, v)| *a = body(*a, v));
+        kernels::zip_mut((dst, &src[..]), |(a, v)| *a = body(*a, v))?;
+        return Ok(None);
     }
     let mut fresh = kernels::buffer::alloc::<T>(src.len());
-    {
+    let per_chunk = {
         let old = contiguous::<T>(target)?;
-        kernels::zip_mut((Moved::new(&old, fresh.as_mut_slice())?, &src[..]), |((new, a), v)| *new = body(a, v))?;
+        kernels::for_chunks(
+            vec![fresh.as_mut_slice()],
+            vec![&old[..], &src[..]],
+            chunk_elements::<T>(),
+            |outs, ins| {
+                kernels::zip_mut((Moved::new(ins[0], &mut *outs[0])?, ins[1]), |((new, a), v)| *new = body(a, v))?;
+                Ok::<_, Error>((fingerprint::chunk_digest(outs[0]), all_finite(outs[0])))
+            },
+        )?
+    };
+    let mut facts: WrittenFacts = (Vec::with_capacity(per_chunk.len()), true);
+    for chunk in per_chunk {
+        let (digest, finite) = chunk?;
+        facts.0.push(digest);
+        facts.1 &= finite;
     }
     let dims = target.dims().to_vec();
     *target = Tensor::from_ndarray(fresh.into_arrayd(&dims).into_shared());
-    Ok(())
+    Ok(Some(facts))
 }
 
 #[cfg(test)]
