@@ -129,16 +129,29 @@ fn bench_threads<O: Optimizer>(group: &mut BenchmarkGroup<'_, WallTime>, n: usiz
         drop(state);
         let mut opt = make();
         let (state, grads) = setup(n, &mut opt);
-        let mut trainer: Trainer = Trainer::new(state).with_retention(Retention::keep_last(2));
-        group.bench_function(format!("trainer_keep_last_2/{threads}t"), |b| {
-            pool.install(|| {
-                b.iter(|| {
-                    let next = opt.apply(trainer.state().clone(), &grads).unwrap();
-                    black_box(trainer.commit(next).unwrap());
-                })
-            })
-        });
+        bench_committed(group, &pool, threads, &mut opt, state, &grads);
     }
+}
+
+/// `trainer_keep_last_2/{threads}t`: each step's state comes from a trainer's head (keep_last(2), so the head
+/// holds every buffer the step reads: the copy path) and the new state is committed, on `pool`.
+fn bench_committed(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    pool: &rayon::ThreadPool,
+    threads: usize,
+    opt: &mut impl Optimizer,
+    state: StateStore,
+    grads: &Grads,
+) {
+    let mut trainer: Trainer = Trainer::new(state).with_retention(Retention::keep_last(2));
+    group.bench_function(format!("trainer_keep_last_2/{threads}t"), |b| {
+        pool.install(|| {
+            b.iter(|| {
+                let next = opt.apply(trainer.state().clone(), grads).unwrap();
+                black_box(trainer.commit(next).unwrap());
+            })
+        })
+    });
 }
 
 /// The variable shapes of the `lm` example's GPT (vocabulary 83, context 64, 4 layers, 4 heads, d_model 128).
@@ -183,15 +196,7 @@ fn gpt_adamw(c: &mut Criterion) {
             (v.clone(), Tensor::from(g).reshape(&s.iter().map(|&d| d as isize).collect::<Vec<_>>()).unwrap())
         }))
         .unwrap();
-        let mut trainer: Trainer = Trainer::new(state).with_retention(Retention::keep_last(2));
-        group.bench_function(format!("trainer_keep_last_2/{threads}t"), |b| {
-            pool.install(|| {
-                b.iter(|| {
-                    let next = opt.apply(trainer.state().clone(), &grads).unwrap();
-                    black_box(trainer.commit(next).unwrap());
-                })
-            })
-        });
+        bench_committed(&mut group, &pool, threads, &mut opt, state, &grads);
     }
     let src = vec![1u8; 18 * n];
     let mut dst = vec![0u8; 18 * n];
