@@ -541,19 +541,9 @@ impl Core {
         });
         for ((var, _), done) in updates.iter().zip(done) {
             let (values, facts) = done?;
-            let targets = std::iter::once(*var).chain(&b.slots[*var]);
-            match facts {
-                Some(facts) => {
-                    for ((target, value), (chunks, finite)) in targets.zip(values).zip(facts) {
-                        let digest = fingerprint::digest_from_chunks(target.path(), &value, &chunks);
-                        state.put_value_with_facts(target, value, digest, finite)?;
-                    }
-                }
-                None => {
-                    for (target, value) in targets.zip(values) {
-                        state.put_value(target, value)?;
-                    }
-                }
+            let mut facts = facts.map(Vec::into_iter);
+            for (target, value) in std::iter::once(*var).chain(&b.slots[*var]).zip(values) {
+                put_written(state, target, value, facts.as_mut().and_then(Iterator::next))?;
             }
         }
         Ok(())
@@ -653,6 +643,23 @@ where
 
 /// What the fused pass learned of one value it wrote: its chunk digests and whether it is all finite.
 pub(crate) type WrittenFacts = (Vec<u128>, bool);
+
+/// Puts back a value taken out of the store for an update, with what the pass that wrote it learned of it
+/// (`None` when it was updated in place, unhashed).
+pub(crate) fn put_written(
+    state: &mut StateStore,
+    target: &Variable,
+    value: Tensor,
+    facts: Option<WrittenFacts>,
+) -> Result<()> {
+    match facts {
+        Some((chunks, finite)) => {
+            let digest = fingerprint::digest_from_chunks(target.path(), &value, &chunks);
+            state.put_value_with_facts(target, value, digest, finite)
+        }
+        None => state.put_value(target, value),
+    }
+}
 
 /// One variable's update as a single pass over memory: `values` are the parameter and its slots, in the order
 /// of [`Rule::slots`]. When this step holds every buffer alone, they are updated in place. When a snapshot or the

@@ -5,7 +5,7 @@
 
 use half::{bf16, f16};
 
-use super::apply::{all_finite, contiguous, slice_mut, OptReal, WrittenFacts};
+use super::apply::{all_finite, contiguous, put_written, slice_mut, OptReal, WrittenFacts};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::kernels::{self, Moved};
@@ -41,11 +41,7 @@ pub(crate) fn update(state: &mut StateStore, pairs: &[(&Variable, &Variable)], m
     let mut first_error = Ok(());
     for (&(_, average), (target, done)) in pairs.iter().zip(blended) {
         match done {
-            Ok(Some((chunks, finite))) => {
-                let digest = fingerprint::digest_from_chunks(average.path(), &target, &chunks);
-                state.put_value_with_facts(average, target, digest, finite)?;
-            }
-            Ok(None) => state.put_value(average, target)?,
+            Ok(facts) => put_written(state, average, target, facts)?,
             Err(e) => {
                 state.put_value(average, target)?;
                 first_error = first_error.and(Err(e));
